@@ -1,0 +1,31 @@
+//! Embeds the version, the git commit and the enabled features into `parrot --version`.
+
+use std::process::Command;
+
+fn main() {
+    let version = std::env::var("CARGO_PKG_VERSION").unwrap_or_default();
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map_or_else(|| "unknown".to_string(), |s| s.trim().to_string());
+    let dirty = Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .ok()
+        .is_some_and(|o| o.status.success() && !o.stdout.is_empty());
+    let mut features: Vec<String> = std::env::vars()
+        .filter_map(|(k, _)| k.strip_prefix("CARGO_FEATURE_").map(|f| f.to_lowercase().replace('_', "-")))
+        .filter(|f| f != "default")
+        .collect();
+    features.sort();
+    let features = if features.is_empty() { "none".to_string() } else { features.join(",") };
+    let dirty = if dirty { "-dirty" } else { "" };
+    println!("cargo:rustc-env=PARROT_LONG_VERSION={version} (commit {commit}{dirty}; features: {features})");
+    println!("cargo:rustc-env=PARROT_GIT_COMMIT={commit}{dirty}");
+    println!("cargo:rerun-if-changed=.git/HEAD");
+    println!("cargo:rerun-if-changed=.git/index");
+    println!("cargo:rerun-if-changed=build.rs");
+}

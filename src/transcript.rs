@@ -1,0 +1,462 @@
+//! The JSONL transcript: the one file format that `run` writes and `analyze`, `report` and `--resume` read.
+//!
+//! One file per conversation, one JSON object per line, each with a `"type"`:
+//!
+//! 1. a [`Header`] (format version, parrot version, the fully resolved config, both models, backend, seed);
+//! 2. one [`TurnRecord`] per message — the opening messages of the config first (`"opening": true`), then every
+//!    generated turn, appended and flushed as soon as the turn is complete;
+//! 3. a [`Summary`] with totals once the conversation has ended (for any reason).
+//!
+//! Because every line is flushed on its own, a crash or Ctrl-C leaves a valid file that ends after the last
+//! complete turn; a file without a summary (or with `"stop_reason": "interrupted"`) is unfinished and can be resumed.
+//! The reader is lenient about a torn last line (it reports it) so that an interrupted write never makes the rest
+//! of the file unreadable.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// Value of [`Header::format`]: lets readers recognise a parrot transcript among other JSONL files.
+pub const FORMAT_NAME: &str = "parrot-transcript";
+/// Version of the transcript format written by this build. Readers accept this version and older ones.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Milliseconds, as a float.
+pub type Millis = f64;
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Speaker {
+    /// A system prompt (only ever an opening message).
+    System,
+    /// The assistant role: the model with the full conversation in context.
+    Assistant,
+    /// The user role: the model that sees its own system prompt and a window of recent messages.
+    User,
+}
+
+impl Speaker {
+    /// The lowercase name used in transcripts and chat templates.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Speaker::System => "system",
+            Speaker::Assistant => "assistant",
+            Speaker::User => "user",
+        }
+    }
+}
+
+/// Why a turn ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The model emitted an end-of-generation token.
+    Eos,
+    /// One of the configured stop strings appeared; the text is cut before it.
+    StopString,
+    /// The turn reached `turn_max_tokens` (or the remainder of the token budget).
+    MaxTokens,
+    /// The prompt plus the turn limit no longer fits the model's context.
+    ContextFull,
+    /// The backend failed; the conversation ends here.
+    Error,
+}
+
+/// Why a whole conversation ended (recorded in the [`Summary`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// `total_tokens` was reached: the normal end.
+    Budget,
+    /// A prompt no longer fits a model's context (see [`StopReason::ContextFull`]).
+    ContextFull,
+    /// The backend failed (the message is in [`Summary::error`]).
+    Error,
+    /// The user pressed Ctrl-C; the file can be resumed.
+    Interrupted,
+}
+
+/// Facts about one model, recorded so that results can be traced back to the exact file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelRecord {
+    /// Path of the GGUF file (or the URL of an HTTP engine).
+    pub path: String,
+    /// Size of the file in bytes (absent for HTTP engines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_size: Option<u64>,
+    /// `general.name` from the GGUF metadata, when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `general.architecture` from the GGUF metadata (e.g. `llama`, `gemma3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<String>,
+    /// Context size the model ran with, in tokens.
+    pub n_ctx: u32,
+    /// Where the chat template came from: `gguf`, or the `templates/` file that was used.
+    pub chat_template_source: String,
+}
+
+/// The first line of every transcript.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    /// Always [`FORMAT_NAME`].
+    pub format: String,
+    /// Transcript format version ([`FORMAT_VERSION`] when written by this build).
+    pub format_version: u32,
+    /// Version of parrot that wrote the file.
+    pub parrot_version: String,
+    /// When the conversation started (RFC 3339, UTC).
+    pub started: String,
+    /// The fully resolved configuration, flags applied (see `config.rs` for the keys).
+    pub config: serde_json::Value,
+    /// The assistant model.
+    pub assistant_model: ModelRecord,
+    /// The user model.
+    pub user_model: ModelRecord,
+    /// Backend that generated the assistant turns (`llama` for in-process, `http:<flavor>` otherwise).
+    pub backend: String,
+    /// Backend that generated the user turns.
+    pub user_backend: String,
+    /// Seed of this conversation's samplers.
+    pub seed: u32,
+    /// Position of this conversation in its run (0 for the first of `-n N`).
+    pub conversation_index: u32,
+}
+
+/// Timings of one generated turn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    /// Time spent evaluating the prompt tokens of this turn.
+    pub prompt_ms: Millis,
+    /// Time spent generating the turn's tokens.
+    pub generation_ms: Millis,
+    /// Generated tokens per second of generation time.
+    pub tokens_per_s: f64,
+}
+
+/// One message of the conversation: an opening message from the config or a generated turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TurnRecord {
+    /// Position in the conversation, counting the opening messages, from 0.
+    pub index: u32,
+    /// Who wrote it.
+    pub speaker: Speaker,
+    /// The full text as stored in the conversation, prefix included.
+    pub text: String,
+    /// The forced prefix the turn started with (`agent_prefix` or `user_prefix`); empty for opening messages.
+    #[serde(default)]
+    pub prefix: String,
+    /// True for messages that came from the config's `conversation`, not from a model.
+    #[serde(default)]
+    pub opening: bool,
+    /// Number of tokens generated for this turn (0 for opening messages).
+    #[serde(default)]
+    pub tokens: u32,
+    /// Length of the whole prompt for this turn, in tokens.
+    #[serde(default)]
+    pub prompt_tokens: u32,
+    /// Prompt tokens actually evaluated for this turn; the rest came from the KV cache.
+    #[serde(default)]
+    pub prompt_tokens_evaluated: u32,
+    /// User turns only: how many of the oldest messages of the memory window were dropped to fit `n_ctx`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped_messages: u32,
+    /// Why the turn ended (absent for opening messages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<StopReason>,
+    /// The turn's token limit (the smaller of `turn_max_tokens` and what was left of the budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Budget consumed after this turn: `initial_tokens` plus all tokens generated so far.
+    #[serde(default)]
+    pub tokens_so_far: u64,
+    /// Timings (absent for opening messages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timings: Option<Timings>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Totals for one speaker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SpeakerTotals {
+    /// Generated turns.
+    pub turns: u32,
+    /// Generated tokens.
+    pub tokens: u64,
+    /// Sum of the prompt lengths of all turns.
+    pub prompt_tokens: u64,
+    /// Prompt tokens actually evaluated (the rest came from the KV cache).
+    pub prompt_tokens_evaluated: u64,
+    /// Total prompt evaluation time.
+    pub prompt_ms: Millis,
+    /// Total generation time.
+    pub generation_ms: Millis,
+}
+
+impl SpeakerTotals {
+    /// Adds one generated turn.
+    pub fn add(&mut self, turn: &TurnRecord) {
+        self.turns += 1;
+        self.tokens += u64::from(turn.tokens);
+        self.prompt_tokens += u64::from(turn.prompt_tokens);
+        self.prompt_tokens_evaluated += u64::from(turn.prompt_tokens_evaluated);
+        if let Some(t) = turn.timings {
+            self.prompt_ms += t.prompt_ms;
+            self.generation_ms += t.generation_ms;
+        }
+    }
+
+    /// Generated tokens per second of generation time (0 when nothing was generated).
+    #[must_use]
+    pub fn tokens_per_s(&self) -> f64 {
+        if self.generation_ms > 0.0 {
+            self.tokens as f64 * 1000.0 / self.generation_ms
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The last line of a finished (or interrupted) conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Why the conversation ended.
+    pub stop_reason: EndReason,
+    /// The error message when `stop_reason` is `error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Number of messages, opening messages included.
+    pub messages: u32,
+    /// `initial_tokens` plus every generated token: what the budget counts.
+    pub total_tokens: u64,
+    /// Wall time of the whole conversation, model loading excluded.
+    pub wall_ms: Millis,
+    /// Totals of the assistant's turns.
+    pub assistant: SpeakerTotals,
+    /// Totals of the user's turns.
+    pub user: SpeakerTotals,
+}
+
+/// One line of a transcript.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Record {
+    /// The first line.
+    Header(Box<Header>),
+    /// A message.
+    Turn(TurnRecord),
+    /// The last line.
+    Summary(Summary),
+}
+
+/// A transcript read back from disk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transcript {
+    /// The header line.
+    pub header: Header,
+    /// Every complete message line, in order.
+    pub turns: Vec<TurnRecord>,
+    /// The summary line, if the conversation ended.
+    pub summary: Option<Summary>,
+    /// A last line that could not be parsed (a write torn by a crash), with the parse error.
+    pub torn_tail: Option<String>,
+}
+
+impl Transcript {
+    /// True when the conversation ended normally and need not be resumed.
+    #[must_use]
+    pub fn is_finished(&self) -> bool {
+        matches!(&self.summary, Some(s) if s.stop_reason != EndReason::Interrupted)
+    }
+}
+
+/// Reads a transcript from any reader. `name` is used in error messages.
+///
+/// # Errors
+/// When the first line is not a parrot header, or a line before the last one is not a valid record.
+pub fn read_transcript<R: Read>(reader: R, name: &str) -> Result<Transcript> {
+    let mut lines = BufReader::new(reader).lines().enumerate().peekable();
+    let (_, first) = lines.next().with_context(|| format!("{name}: the file is empty"))?;
+    let first = first.with_context(|| format!("{name}: line 1 is not valid UTF-8"))?;
+    let header = match serde_json::from_str::<Record>(&first) {
+        Ok(Record::Header(h)) if h.format == FORMAT_NAME => *h,
+        Ok(_) => bail!("{name}: line 1 is not a parrot transcript header"),
+        Err(e) => bail!("{name}: line 1 is not a parrot transcript header: {e}"),
+    };
+    if header.format_version > FORMAT_VERSION {
+        bail!(
+            "{name}: transcript format version {} is newer than this parrot understands ({FORMAT_VERSION}); upgrade parrot",
+            header.format_version
+        );
+    }
+    let mut out = Transcript { header, turns: Vec::new(), summary: None, torn_tail: None };
+    while let Some((i, line)) = lines.next() {
+        let is_last = lines.peek().is_none();
+        let line = match line {
+            Ok(l) => l,
+            Err(e) if is_last => {
+                out.torn_tail = Some(e.to_string());
+                break;
+            }
+            Err(e) => bail!("{name}: line {} is not valid UTF-8: {e}", i + 1),
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Record>(&line) {
+            Ok(Record::Turn(t)) => {
+                if out.summary.is_some() {
+                    bail!("{name}: line {}: a turn after the summary", i + 1);
+                }
+                out.turns.push(t);
+            }
+            Ok(Record::Summary(s)) => out.summary = Some(s),
+            Ok(Record::Header(_)) => bail!("{name}: line {}: a second header", i + 1),
+            Err(e) if is_last => out.torn_tail = Some(e.to_string()),
+            Err(e) => bail!("{name}: line {}: {e}", i + 1),
+        }
+    }
+    Ok(out)
+}
+
+/// Reads a transcript file.
+///
+/// # Errors
+/// When the file cannot be opened or is not a valid transcript.
+pub fn read_transcript_file(path: &Path) -> Result<Transcript> {
+    let file = File::open(path).with_context(|| format!("could not open transcript '{}'", path.display()))?;
+    read_transcript(file, &path.display().to_string())
+}
+
+/// Appends records to a transcript file, flushing after every record so that the file is valid at all times.
+pub struct TranscriptWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+}
+
+impl TranscriptWriter {
+    /// Creates (truncates) `path` and writes the header.
+    ///
+    /// # Errors
+    /// When the file cannot be created or written.
+    pub fn create(path: &Path, header: &Header) -> Result<Self> {
+        let file = File::create(path).with_context(|| {
+            format!("could not create transcript '{}': check that the output folder is writable", path.display())
+        })?;
+        let mut w = TranscriptWriter { path: path.to_path_buf(), out: BufWriter::new(file) };
+        w.write(&Record::Header(Box::new(header.clone())))?;
+        Ok(w)
+    }
+
+    /// Opens an existing transcript for appending (resume). A torn last line, if any, is cut off first.
+    ///
+    /// # Errors
+    /// When the file cannot be opened.
+    pub fn append(path: &Path, valid_len: u64) -> Result<Self> {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .with_context(|| format!("could not open transcript '{}' to resume it", path.display()))?;
+        file.set_len(valid_len).with_context(|| format!("could not truncate '{}'", path.display()))?;
+        let mut file = file;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))?;
+        Ok(TranscriptWriter { path: path.to_path_buf(), out: BufWriter::new(file) })
+    }
+
+    /// Writes one record as one line and flushes it to the operating system.
+    ///
+    /// # Errors
+    /// When the write fails (disk full, file removed, …).
+    pub fn write(&mut self, record: &Record) -> Result<()> {
+        let mut line = serde_json::to_vec(record).context("could not serialize a transcript record")?;
+        line.push(b'\n');
+        self.out
+            .write_all(&line)
+            .and_then(|()| self.out.flush())
+            .with_context(|| format!("could not write to transcript '{}'", self.path.display()))
+    }
+
+    /// The file being written.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> Header {
+        let model = ModelRecord {
+            path: "m.gguf".into(),
+            file_size: Some(1),
+            name: None,
+            architecture: Some("llama".into()),
+            n_ctx: 2048,
+            chat_template_source: "gguf".into(),
+        };
+        Header {
+            format: FORMAT_NAME.into(),
+            format_version: FORMAT_VERSION,
+            parrot_version: "0.1.0".into(),
+            started: "2026-01-01T00:00:00Z".into(),
+            config: serde_json::json!({}),
+            assistant_model: model.clone(),
+            user_model: model,
+            backend: "llama".into(),
+            user_backend: "llama".into(),
+            seed: 1,
+            conversation_index: 0,
+        }
+    }
+
+    fn turn(index: u32) -> TurnRecord {
+        TurnRecord {
+            index,
+            speaker: Speaker::Assistant,
+            text: "Skye: hi".into(),
+            prefix: "Skye:".into(),
+            opening: false,
+            tokens: 2,
+            prompt_tokens: 10,
+            prompt_tokens_evaluated: 3,
+            dropped_messages: 0,
+            stop_reason: Some(StopReason::Eos),
+            max_tokens: Some(512),
+            tokens_so_far: 2,
+            timings: Some(Timings::default()),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jsonl");
+        let mut w = TranscriptWriter::create(&path, &header()).unwrap();
+        w.write(&Record::Turn(turn(0))).unwrap();
+        w.write(&Record::Turn(turn(1))).unwrap();
+        drop(w);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(b"{\"type\":\"turn\",\"ind");
+        let t = read_transcript(&bytes[..], "t").unwrap();
+        assert_eq!(t.turns.len(), 2);
+        assert_eq!(t.header, header());
+        assert!(t.torn_tail.is_some());
+        assert!(!t.is_finished());
+    }
+
+    #[test]
+    fn rejects_a_foreign_first_line() {
+        let err = read_transcript(&b"{\"role\":\"user\"}\n"[..], "x.jsonl").unwrap_err();
+        assert!(err.to_string().contains("x.jsonl: line 1"), "{err}");
+    }
+}
