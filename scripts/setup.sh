@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what parrot needs on a fresh Debian machine, then the two small test models.
+#   - cmake and libclang-dev: llama.cpp's build and its bindgen bindings (llama-cpp-2)
+#   - chromium: the report's browser test (headless)
+#   - python3 + pip: the PyPI packages that ship the test models
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+command -v cmake >/dev/null || need+=(cmake)
+[ -e /usr/lib/llvm-14/lib/libclang.so ] || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
+command -v chromium >/dev/null || need+=(chromium)
+command -v python3 >/dev/null || need+=(python3 python3-pip)
+if [ "${#need[@]}" -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+./scripts/fetch-test-models.sh >/dev/null
