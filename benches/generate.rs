@@ -74,14 +74,12 @@ fn raw(path: &Path, prompt: &str) -> (f64, f64, usize) {
         prompt_rates.push(tokens.len() as f64 / t.elapsed().as_secs_f64());
         let mut sampler = LlamaSampler::greedy();
         let t = Instant::now();
-        let mut pos = tokens.len();
         let mut idx = batch.n_tokens() - 1;
-        for _ in 0..GEN_TOKENS {
+        for pos in tokens.len()..tokens.len() + GEN_TOKENS as usize {
             let tok = sampler.sample(&ctx, idx);
             batch.clear();
             batch.add(tok, pos as i32, &[0], true).unwrap();
             ctx.decode(&mut batch).unwrap();
-            pos += 1;
             idx = 0;
         }
         gen_rates.push(f64::from(GEN_TOKENS) / t.elapsed().as_secs_f64());

@@ -36,7 +36,7 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Generate conversations between an assistant model and a user model, one JSONL transcript each.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Find loops and breaks in transcripts (parrot's own, the original tool's logs, chat JSON, ShareGPT).
     Analyze(AnalyzeArgs),
     /// Render one offline HTML page that compares run folders.

@@ -90,7 +90,7 @@ fn original_config_runs_unchanged_and_turns_alternate_with_prefixes_within_budge
     assert_eq!(summary.stop_reason, EndReason::Budget);
     let total: u64 = turns.iter().map(|t| u64::from(t.tokens)).sum();
     assert_eq!(summary.total_tokens, total);
-    assert!(total <= 240 && total >= 200, "total {total} must reach but not exceed the budget of 240");
+    assert!((200..=240).contains(&total), "total {total} must reach but not exceed the budget of 240");
 }
 
 #[test]
@@ -208,7 +208,7 @@ fn the_user_model_sees_only_its_memory_window_with_roles_swapped() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let t = transcript(dir.path(), 0);
-    let last_user = prompts(&log).into_iter().filter(|p| p["speaker"] == "user").last().unwrap();
+    let last_user = prompts(&log).into_iter().rfind(|p| p["speaker"] == "user").unwrap();
     let index = usize::try_from(last_user["index"].as_u64().unwrap()).unwrap();
     let prompt = last_user["prompt"].as_str().unwrap();
     // SmolLM2's ChatML: system prompt, then exactly three messages, the assistant's turns as `user`.
@@ -242,7 +242,7 @@ fn stop_reasons_eos_and_context_full_are_recorded() {
     let s = t.summary.as_ref().unwrap();
     assert_eq!(s.stop_reason, EndReason::ContextFull);
     assert!(s.total_tokens < 2000);
-    let last_assistant = generated(&t).into_iter().filter(|t| t.speaker == Speaker::Assistant).last().unwrap();
+    let last_assistant = generated(&t).into_iter().rfind(|t| t.speaker == Speaker::Assistant).unwrap();
     assert!(last_assistant.prompt_tokens + 64 <= 420);
 }
 
