@@ -33,3 +33,12 @@ pub fn progress_bar(len: u64, quiet: bool) -> ProgressBar {
         ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr())
     }
 }
+
+/// `MemAvailable` from `/proc/meminfo`, in bytes (None where it cannot be read).
+#[must_use]
+pub fn memory_available() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

@@ -10,6 +10,7 @@ pub mod analyze;
 pub mod models;
 pub mod report;
 pub mod run;
+pub mod session;
 
 /// Writes a completion script for `shell` to stdout.
 ///

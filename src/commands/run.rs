@@ -6,22 +6,15 @@
 //! complete turn with an `interrupted` summary; rerunning the same command resumes it. A second Ctrl-C exits at
 //! once (the file is still valid: every line is flushed when written).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
 
-use anstyle::{AnsiColor, Style};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use clap::Args;
 
 use crate::cli::GlobalArgs;
+use crate::commands::session::{run_set, Engines, RunSet};
 use crate::config::Config;
-use crate::conversation::{run_conversation, Roles, Sink};
-use crate::transcript::{
-    read_transcript_file, EndReason, Header, Record, Speaker, TranscriptWriter, TurnRecord, FORMAT_NAME, FORMAT_VERSION,
-};
 
 /// The built-in scenario used when no `--config` is given: the original tool's date role-play.
 pub const DEFAULT_CONFIG: &str = include_str!("../../examples/date.toml");
@@ -79,6 +72,10 @@ pub struct RunArgs {
     /// chat templates and the user's memory window.
     #[arg(long, value_name = "FILE")]
     pub prompt_log: Option<PathBuf>,
+    /// Conversations generated at once. In-process, they are separate sequences of one llama.cpp context per
+    /// model, decoded in one batch per step; progress bars replace the streamed text.
+    #[arg(short = 'P', long, value_name = "P", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub parallel: u32,
     /// Start over: overwrite transcripts already in the output folder instead of resuming them.
     #[arg(long)]
     pub force: bool,
@@ -144,7 +141,7 @@ pub fn resolve(args: &RunArgs) -> Result<Settings> {
 }
 
 /// Makes sure `dir` exists and is writable, before any model is loaded.
-fn check_out_dir(dir: &Path) -> Result<()> {
+pub(crate) fn check_out_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| {
         format!("output folder '{}' cannot be created: choose a writable --out folder", dir.display())
     })?;
@@ -153,81 +150,6 @@ fn check_out_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("output folder '{}' is not writable: choose another --out folder", dir.display()))?;
     let _ = std::fs::remove_file(probe);
     Ok(())
-}
-
-/// File name of conversation `i`.
-#[must_use]
-pub fn transcript_name(i: u32) -> String {
-    format!("conversation-{i:03}.jsonl")
-}
-
-fn cancel_flag() -> &'static AtomicBool {
-    static CANCEL: OnceLock<&'static AtomicBool> = OnceLock::new();
-    CANCEL.get_or_init(|| {
-        let flag: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
-        let _ = ctrlc::set_handler(move || {
-            if flag.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-            eprintln!("\nparrot: interrupted; finishing the transcript (press Ctrl-C again to quit at once)");
-        });
-        flag
-    })
-}
-
-/// Streams the conversation to stdout and appends every message to the transcript.
-struct ConsoleSink {
-    writer: TranscriptWriter,
-    prompt_log: Option<(std::fs::File, u32)>,
-    quiet: bool,
-    color: bool,
-}
-
-impl ConsoleSink {
-    fn style(&self, speaker: Speaker) -> Style {
-        if !self.color {
-            return Style::new();
-        }
-        match speaker {
-            Speaker::Assistant => Style::new().fg_color(Some(AnsiColor::Cyan.into())),
-            Speaker::User => Style::new().fg_color(Some(AnsiColor::Yellow.into())),
-            Speaker::System => Style::new().dimmed(),
-        }
-    }
-
-    fn print(&self, speaker: Speaker, text: &str) {
-        if self.quiet {
-            return;
-        }
-        let style = self.style(speaker);
-        let mut out = std::io::stdout().lock();
-        let _ = write!(out, "{style}{text}{style:#}");
-        let _ = out.flush();
-    }
-}
-
-impl Sink for ConsoleSink {
-    fn prompt(&mut self, index: u32, speaker: Speaker, prompt: &str) -> Result<()> {
-        if let Some((file, conversation)) = &mut self.prompt_log {
-            let line =
-                serde_json::json!({"conversation": conversation, "index": index, "speaker": speaker, "prompt": prompt});
-            writeln!(file, "{line}").context("could not write to the --prompt-log file")?;
-        }
-        Ok(())
-    }
-    fn turn_started(&mut self, speaker: Speaker, prefix: &str) {
-        self.print(speaker, prefix);
-    }
-    fn piece(&mut self, speaker: Speaker, text: &str) {
-        self.print(speaker, text);
-    }
-    fn turn(&mut self, record: &TurnRecord) -> Result<()> {
-        if record.opening {
-            self.print(record.speaker, &record.text);
-        }
-        self.print(record.speaker, "\n");
-        self.writer.write(&Record::Turn(record.clone()))
-    }
 }
 
 /// Runs `parrot run`.
@@ -243,138 +165,17 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> {
     generate(global, &args, &settings)
 }
 
-#[cfg(not(feature = "llama"))]
-fn generate(_: &GlobalArgs, _: &RunArgs, _: &Settings) -> Result<ExitCode> {
-    bail!("this parrot was built without the `llama` feature: rebuild with default features to run models")
-}
-
-#[cfg(feature = "llama")]
+/// Runs `-n` conversations with `settings` into `args.out` (the part of `run` that a sweep repeats per cell).
 fn generate(global: &GlobalArgs, args: &RunArgs, settings: &Settings) -> Result<ExitCode> {
-    use crate::backend::llama::{LlamaRole, LoadOptions};
-    use crate::backend::Backend;
-
-    let config = &settings.config;
-    let cancel = cancel_flag();
-    let options = |m: &crate::config::ModelConfig, default_ctx: u32| LoadOptions {
-        n_ctx: m.n_ctx,
-        default_ctx,
-        threads: m.threads,
-        gpu_layers: m.gpu_layers,
-        chat_template: m.chat_template.clone(),
-        verbose: global.verbose,
+    let job = RunSet {
+        settings,
+        out: &args.out,
+        conversations: args.conversations,
+        parallel: args.parallel,
+        force: args.force,
+        prompt_log: args.prompt_log.as_deref(),
     };
-    let budget_ctx = u32::try_from(config.total_tokens.saturating_mul(5) / 4 + 1024).unwrap_or(u32::MAX);
-    let mut assistant = LlamaRole::load(&settings.assistant_model, &options(&config.assistant, budget_ctx))?;
-    let mut user = LlamaRole::load(&settings.user_model, &options(&config.user, 2048))?;
-    let config_json = serde_json::to_value(config)?;
-    write_run_file(&args.out, &config_json)?;
-
-    let mut failures = 0u32;
-    for i in 0..args.conversations {
-        if cancel.load(Ordering::SeqCst) {
-            return Ok(ExitCode::from(130));
-        }
-        let seed = settings.seed.wrapping_add(i);
-        let path = args.out.join(transcript_name(i));
-        let header = Header {
-            format: FORMAT_NAME.into(),
-            format_version: FORMAT_VERSION,
-            parrot_version: env!("CARGO_PKG_VERSION").into(),
-            started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            config: config_json.clone(),
-            assistant_model: assistant.describe(),
-            user_model: user.describe(),
-            backend: assistant.name(),
-            user_backend: user.name(),
-            seed,
-            conversation_index: i,
-        };
-        let (writer, done) = match open_transcript(&path, &header, args.force)? {
-            Some(v) => v,
-            None => {
-                if !global.quiet {
-                    eprintln!("{}: already finished, skipped", path.display());
-                }
-                continue;
-            }
-        };
-        assistant.reset();
-        user.reset();
-        let prompt_log = match &args.prompt_log {
-            Some(p) => Some((
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)
-                    .with_context(|| format!("could not open --prompt-log file '{}'", p.display()))?,
-                i,
-            )),
-            None => None,
-        };
-        let mut sink = ConsoleSink {
-            writer,
-            prompt_log,
-            quiet: global.quiet,
-            color: crate::output::stdout_color(global.no_color),
-        };
-        let mut roles = Roles { assistant: &mut assistant, user: &mut user };
-        let summary = run_conversation(config, &mut roles, seed, &done, &mut sink, cancel)?;
-        sink.writer.write(&Record::Summary(summary.clone()))?;
-        let tps = summary.assistant.tokens_per_s();
-        eprintln!(
-            "{}: {} messages, {} tokens, ended by {}, assistant {:.1} tok/s, user {:.1} tok/s",
-            path.display(),
-            summary.messages,
-            summary.total_tokens,
-            serde_json::to_value(summary.stop_reason)?.as_str().unwrap_or_default(),
-            tps,
-            summary.user.tokens_per_s()
-        );
-        match summary.stop_reason {
-            EndReason::Interrupted => return Ok(ExitCode::from(130)),
-            EndReason::Error => {
-                failures += 1;
-                eprintln!("{}: error: {}", path.display(), summary.error.unwrap_or_default());
-            }
-            EndReason::Budget | EndReason::ContextFull => {}
-        }
-    }
-    Ok(if failures > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
-}
-
-/// Records the exact command and resolved config next to the transcripts.
-fn write_run_file(dir: &Path, config: &serde_json::Value) -> Result<()> {
-    let run = serde_json::json!({
-        "parrot_version": crate::LONG_VERSION,
-        "command": std::env::args().collect::<Vec<_>>(),
-        "config": config,
-    });
-    let path = dir.join("run.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&run)?)
-        .with_context(|| format!("could not write '{}'", path.display()))
-}
-
-/// Opens the transcript for conversation `header.conversation_index`: a new file, or an unfinished one to resume
-/// (rewritten without its summary and any torn line). `None` when it is already finished.
-fn open_transcript(path: &Path, header: &Header, force: bool) -> Result<Option<(TranscriptWriter, Vec<TurnRecord>)>> {
-    if force || !path.exists() {
-        return Ok(Some((TranscriptWriter::create(path, header)?, Vec::new())));
-    }
-    let old = read_transcript_file(path)
-        .with_context(|| format!("cannot resume '{}': pass --force to start it over", path.display()))?;
-    if old.header.config != header.config
-        || old.header.seed != header.seed
-        || old.header.assistant_model.path != header.assistant_model.path
-        || old.header.user_model.path != header.user_model.path
-    {
-        bail!(
-            "'{}' was written with another config, seed or model: use a new --out folder, or --force to overwrite it",
-            path.display()
-        );
-    }
-    if old.is_finished() {
-        return Ok(None);
-    }
-    let writer = TranscriptWriter::rewrite(path, &old.header, &old.turns)?;
-    Ok(Some((writer, old.turns)))
+    let mut engines = Engines::default();
+    let outcome = run_set(global, &job, &mut engines)?;
+    Ok(outcome.exit_code())
 }
