@@ -24,6 +24,7 @@ pub mod commands;
 pub mod config;
 pub mod conversation;
 pub mod gguf;
+pub mod models;
 pub mod output;
 pub mod transcript;
 

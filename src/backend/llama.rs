@@ -190,9 +190,7 @@ impl LlamaRole {
             .with_n_threads_batch(threads);
         let ctx = model
             .new_context(backend(opts.verbose)?, params)
-            .map_err(|e| {
-                anyhow!("could not create a {n_seq} × {n_ctx}-token context for '{}': {e}", path.display())
-            })?;
+            .map_err(|e| anyhow!("could not create a {n_seq} × {n_ctx}-token context for '{}': {e}", path.display()))?;
         let (text, source) =
             chat_template::select(opts.chat_template.as_deref(), info.chat_template(), info.architecture())?;
         let vocab = model.vocab();

@@ -11,6 +11,7 @@ pub mod models;
 pub mod report;
 pub mod run;
 pub mod session;
+pub mod sweep;
 
 /// Writes a completion script for `shell` to stdout.
 ///

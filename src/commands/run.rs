@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
 use crate::cli::GlobalArgs;
@@ -20,21 +20,27 @@ use crate::config::Config;
 pub const DEFAULT_CONFIG: &str = include_str!("../../examples/date.toml");
 
 /// Arguments of `parrot run`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// The config file: parrot's TOML or the original tool's config.json. Without it, the built-in date scenario
     /// (examples/date.toml) is used.
     #[arg(short, long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// The assistant model: a GGUF file. Overrides `[assistant] model` in the config.
-    #[arg(long, value_name = "PATH")]
+    /// The assistant model: a GGUF file, or a name from the model registry (`parrot models list`), fetched on first
+    /// use. Overrides `[assistant] model` in the config.
+    #[arg(long, value_name = "PATH|NAME")]
     pub assistant_model: Option<String>,
-    /// The user model: a GGUF file. Overrides `[user] model` in the config.
-    #[arg(long, value_name = "PATH")]
+    /// The user model: a GGUF file, or a name from the model registry (`parrot models list`), fetched on first use.
+    /// Overrides `[user] model` in the config.
+    #[arg(long, value_name = "PATH|NAME")]
     pub user_model: Option<String>,
     /// The folder for the transcripts (created if needed); conversation i goes to `conversation-<i>.jsonl`.
-    #[arg(short, long, value_name = "DIR")]
+    #[arg(short, long, value_name = "DIR", default_value_os_t = PathBuf::new(), hide_default_value = true)]
     pub out: PathBuf,
+    /// Continue the run (or sweep) recorded in DIR/run.json or DIR/sweep.json with its exact command: finished
+    /// conversations are skipped, unfinished ones continue from their last complete turn.
+    #[arg(long, value_name = "DIR", exclusive = true)]
+    pub resume: Option<PathBuf>,
     /// How many conversations to generate; conversation i uses seed S + i.
     #[arg(short = 'n', long = "conversations", value_name = "N", default_value_t = 1)]
     pub conversations: u32,
@@ -157,12 +163,55 @@ pub(crate) fn check_out_dir(dir: &Path) -> Result<()> {
 /// # Errors
 /// Bad settings, unreadable models or an unwritable output folder, before anything is generated.
 pub fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> {
-    let settings = resolve(&args)?;
-    for path in [&settings.assistant_model, &settings.user_model] {
+    if let Some(dir) = &args.resume {
+        return resume(global, dir);
+    }
+    if args.out.as_os_str().is_empty() {
+        bail!("--out DIR is required: the folder for the transcripts (or --resume DIR to continue a run)");
+    }
+    let mut settings = resolve(&args)?;
+    check_out_dir(&args.out)?;
+    fetch_models(global, &mut settings)?;
+    generate(global, &args, &settings)
+}
+
+/// Reruns the command recorded in `dir` (a run folder, a sweep folder or a sweep cell), from the folder it was
+/// started in.
+fn resume(global: &GlobalArgs, dir: &Path) -> Result<ExitCode> {
+    let (file, text) = ["sweep.json", "run.json"]
+        .iter()
+        .find_map(|f| std::fs::read_to_string(dir.join(f)).ok().map(|t| (dir.join(f), t)))
+        .ok_or_else(|| {
+            anyhow!("--resume '{}': no run.json or sweep.json there; pass the folder of a run", dir.display())
+        })?;
+    let record: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("'{}' is not valid JSON", file.display()))?;
+    let argv: Vec<String> = serde_json::from_value(record["command"].clone())
+        .with_context(|| format!("'{}' records no command", file.display()))?;
+    if let Some(cwd) = record["cwd"].as_str() {
+        std::env::set_current_dir(cwd).with_context(|| format!("--resume: cannot enter the run's folder '{cwd}'"))?;
+    }
+    let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(&argv)
+        .map_err(|e| anyhow!("--resume: the recorded command no longer parses: {}", e.kind()))?;
+    match cli.command {
+        crate::cli::Command::Run(args) if args.resume.is_none() => run(global, *args),
+        crate::cli::Command::Sweep(args) => crate::commands::sweep::run(global, *args),
+        _ => bail!("--resume: '{}' does not record a run or a sweep", file.display()),
+    }
+}
+
+/// Turns registry names into files (fetching them on first use) and checks both GGUF headers, before anything is
+/// loaded.
+///
+/// # Errors
+/// An unknown name (with the known ones), a failed download, a missing, foreign or truncated file.
+pub(crate) fn fetch_models(global: &GlobalArgs, settings: &mut Settings) -> Result<()> {
+    let opts = crate::models::ResolveOptions { quiet: global.quiet, ..Default::default() };
+    for path in [&mut settings.assistant_model, &mut settings.user_model] {
+        *path = crate::models::resolve_model(&path.to_string_lossy(), &opts)?;
         crate::gguf::inspect(path)?;
     }
-    check_out_dir(&args.out)?;
-    generate(global, &args, &settings)
+    Ok(())
 }
 
 /// Runs `-n` conversations with `settings` into `args.out` (the part of `run` that a sweep repeats per cell).

@@ -161,16 +161,20 @@ fn write_run_file(dir: &Path, config: &serde_json::Value) -> Result<()> {
     let run = serde_json::json!({
         "parrot_version": crate::LONG_VERSION,
         "command": std::env::args().collect::<Vec<_>>(),
+        "cwd": std::env::current_dir().ok(),
         "config": config,
     });
     let path = dir.join("run.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&run)?).with_context(|| format!("could not write '{}'", path.display()))
+    std::fs::write(&path, serde_json::to_vec_pretty(&run)?)
+        .with_context(|| format!("could not write '{}'", path.display()))
 }
 
 /// Opens the transcript of one conversation: a new file, or an unfinished one to resume (rewritten without its
 /// summary and any torn line). `None` when it is already finished.
 fn open_transcript(path: &Path, header: &Header, force: bool) -> Result<Option<(TranscriptWriter, Vec<TurnRecord>)>> {
-    if force || !path.exists() {
+    // A file without one complete line was killed while its header was written: nothing in it to keep.
+    let has_header = std::fs::read(path).is_ok_and(|b| b.contains(&b'\n'));
+    if force || !has_header {
         return Ok(Some((TranscriptWriter::create(path, header)?, Vec::new())));
     }
     let old = read_transcript_file(path)
@@ -337,16 +341,13 @@ mod enabled {
             let path = set.out.join(transcript_name(i));
             items.push((i, seed, path.clone(), header(i, seed)));
         }
-        let out_quiet = global.quiet;
         let color = crate::output::stdout_color(global.no_color);
         let force = set.force;
         let prompt_log = set.prompt_log.map(Path::to_path_buf);
         items.into_iter().filter_map(move |(index, seed, path, header)| {
             let opened = (|| -> Result<Option<Opened>> {
                 let Some((writer, done)) = open_transcript(&path, &header, force)? else {
-                    if !out_quiet {
-                        eprintln!("{}: already finished, skipped", path.display());
-                    }
+                    eprintln!("{}: already finished, skipped", path.display());
                     return Ok(None);
                 };
                 let prompt_log = match &prompt_log {

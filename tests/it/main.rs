@@ -2,5 +2,8 @@
 //! models installed by `scripts/fetch-test-models.sh`).
 
 mod common;
+// models: the registry, `parrot models list|fetch|path`, hub downloads against a loopback hub, the PyPI fallback.
+mod models;
 mod readme;
 mod run;
+mod throughput;
