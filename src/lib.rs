@@ -25,6 +25,7 @@ pub mod commands;
 // pub mod conversation;
 // pub mod gguf;
 pub mod output;
+pub mod report;
 pub mod transcript;
 
 /// Version string with git commit and enabled features, embedded by `build.rs`.
