@@ -6,6 +6,9 @@
 
 use std::collections::BTreeMap;
 
+pub mod formats;
+pub mod legacy;
+
 use serde::{Deserialize, Serialize};
 
 use crate::transcript::{Speaker, StopReason};
