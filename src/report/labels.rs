@@ -16,6 +16,12 @@ const PER_CONVERSATION: &[&str] = &["seed", "conversation_index", "started", "pa
 
 /// The longest value shown in a label; longer ones (system prompts) are cut with an ellipsis.
 const MAX_VALUE_CHARS: usize = 32;
+/// The most `key=value` pairs in one label; the rest are counted (`+3 more`) and listed in the page header.
+const MAX_LABEL_PAIRS: usize = 4;
+/// Value of a key a conversation does not have.
+const UNSET: &str = "(unset)";
+/// Value of a key whose conversations disagree.
+const MIXED: &str = "(mixed)";
 
 /// Flattens a config into `facts` under `prefix`: objects recurse with dotted keys, everything else is one value
 /// (strings unquoted, arrays as compact JSON).
@@ -52,26 +58,50 @@ pub fn common_facts(conversations: &[Facts]) -> Facts {
         if is_per_conversation(key) {
             continue;
         }
-        let mut values = conversations.iter().map(|f| f.get(key).map_or("(unset)", String::as_str));
-        let first = values.next().unwrap_or("(unset)");
-        let value = if values.all(|v| v == first) { first } else { "(mixed)" };
+        let mut values = conversations.iter().map(|f| f.get(key).map_or(UNSET, String::as_str));
+        let first = values.next().unwrap_or(UNSET);
+        let value = if values.all(|v| v == first) { first } else { MIXED };
         out.insert(key.clone(), value.to_string());
     }
     out
 }
 
-/// The keys whose value is not the same in every run set, in key order.
+/// Values that say nothing about a setting: a key some sets lack (another format) or whose conversations disagree.
+fn is_definite(value: &str) -> bool {
+    value != UNSET && value != MIXED
+}
+
+/// The keys that at least two run sets give different definite values, most telling first (models, backend,
+/// sampler settings, then the rest, each in key order).
 #[must_use]
 pub fn varied_keys(sets: &[Facts]) -> Vec<String> {
     let keys: BTreeSet<&String> = sets.iter().flat_map(BTreeMap::keys).collect();
-    keys.into_iter()
+    let mut out: Vec<String> = keys
+        .into_iter()
         .filter(|key| {
-            let mut values = sets.iter().map(|f| f.get(*key).map_or("(unset)", String::as_str));
-            let first = values.next().unwrap_or("(unset)");
-            values.any(|v| v != first)
+            let values: BTreeSet<&str> =
+                sets.iter().filter_map(|f| f.get(*key)).map(String::as_str).filter(|v| is_definite(v)).collect();
+            values.len() > 1
         })
         .cloned()
-        .collect()
+        .collect();
+    out.sort_by_key(|k| (rank(k), k.clone()));
+    out
+}
+
+/// Sort rank of a key in labels: what a reader compares first.
+fn rank(key: &str) -> u8 {
+    if key.ends_with("_model") {
+        0
+    } else if key.ends_with("backend") {
+        1
+    } else if key.starts_with("sampler.") {
+        2
+    } else if key.starts_with("user_sampler.") {
+        3
+    } else {
+        4
+    }
 }
 
 /// The name a key is shown under: its last segment when that is unambiguous among `keys`, else the full path.
@@ -117,11 +147,22 @@ pub fn labels(sets: &[Facts], names: &[String]) -> (Vec<String>, Vec<Variation>)
         .iter()
         .map(|k| Variation {
             key: short_key(k, &keys).to_string(),
-            values: sets.iter().map(|f| short_value(f.get(k).map_or("(unset)", String::as_str))).collect(),
+            values: sets.iter().map(|f| short_value(f.get(k).map_or(UNSET, String::as_str))).collect(),
         })
         .collect();
     let mut labels: Vec<String> = (0..sets.len())
-        .map(|i| variations.iter().map(|v| format!("{}={}", v.key, v.values[i])).collect::<Vec<_>>().join(", "))
+        .map(|i| {
+            let pairs: Vec<String> = variations
+                .iter()
+                .filter(|v| is_definite(&v.values[i]))
+                .map(|v| format!("{}={}", v.key, v.values[i]))
+                .collect();
+            let mut label = pairs.iter().take(MAX_LABEL_PAIRS).cloned().collect::<Vec<_>>().join(", ");
+            if pairs.len() > MAX_LABEL_PAIRS {
+                label.push_str(&format!(" +{} more", pairs.len() - MAX_LABEL_PAIRS));
+            }
+            label
+        })
         .collect();
     for (i, label) in labels.iter_mut().enumerate() {
         if label.is_empty() {
@@ -189,6 +230,24 @@ mod tests {
         let (labels, vars) = labels(&[a.clone(), a], &["one".into(), "two".into()]);
         assert_eq!(labels, vec!["one", "two"]);
         assert!(vars.is_empty());
+    }
+
+    #[test]
+    fn unset_and_mixed_values_do_not_make_a_difference() {
+        let parrot = facts(&[("sampler.repeat_penalty", "1.1"), ("backend", "llama"), ("note", "(mixed)")]);
+        let legacy = facts(&[("sampler.repeat_penalty", "1.0"), ("api_url", "http://x"), ("note", "a")]);
+        let (labels, vars) = labels(&[parrot, legacy], &["p".into(), "l".into()]);
+        assert_eq!(labels, vec!["repeat_penalty=1.1", "repeat_penalty=1.0"]);
+        assert_eq!(vars.len(), 1);
+    }
+
+    #[test]
+    fn labels_are_capped_and_models_come_first() {
+        let a = facts(&[("assistant_model", "a"), ("k1", "1"), ("k2", "1"), ("k3", "1"), ("k4", "1"), ("k5", "1")]);
+        let b = facts(&[("assistant_model", "b"), ("k1", "2"), ("k2", "2"), ("k3", "2"), ("k4", "2"), ("k5", "2")]);
+        let (labels, vars) = labels(&[a, b], &["a".into(), "b".into()]);
+        assert_eq!(labels[0], "assistant_model=a, k1=1, k2=1, k3=1 +2 more");
+        assert_eq!(vars.len(), 6);
     }
 
     #[test]

@@ -2,3 +2,5 @@
 //! models installed by `scripts/fetch-test-models.sh`).
 
 mod common;
+// `parrot report`: page structure, numbers, escaping, bad input, headless Chromium.
+mod report;
