@@ -158,6 +158,8 @@ pub enum Figure {
     Scatter {
         /// Points of each run set, in run-set order.
         sets: Vec<Vec<ScatterPoint>>,
+        /// Run-set labels for the legend beside the plot (empty: no legend).
+        legend: Vec<String>,
     },
     /// Fraction of conversations still free of any detection, against turns or tokens.
     Onset {
@@ -165,6 +167,8 @@ pub enum Figure {
         x_label: String,
         /// One curve per run set that has the data.
         curves: Vec<Curve>,
+        /// Run-set labels for the legend beside the plot (empty: no legend).
+        legend: Vec<String>,
     },
     /// A histogram of one run set.
     Histogram {
@@ -223,11 +227,11 @@ impl Figure {
     #[must_use]
     pub fn size(&self) -> (u32, u32) {
         match self {
-            Figure::Scatter { .. } => (760, 460),
-            Figure::Onset { .. } => (760, 400),
+            Figure::Scatter { .. } => (1000, 480),
+            Figure::Onset { .. } => (1000, 420),
             Figure::Histogram { .. } => (360, 220),
-            Figure::Timeline { .. } => (760, 260),
-            Figure::Heatmap { .. } => (440, 380),
+            Figure::Timeline { .. } => (700, 280),
+            Figure::Heatmap { .. } => (420, 380),
         }
     }
 
@@ -271,8 +275,14 @@ impl Figure {
         ensure_font();
         root.fill(&WHITE).map_err(err)?;
         match self {
-            Figure::Scatter { sets } => draw_scatter(root, sets),
-            Figure::Onset { x_label, curves } => draw_onset(root, x_label, curves).map(|()| Vec::new()),
+            Figure::Scatter { sets, legend } => {
+                let plot = draw_legend(root, legend, false)?;
+                draw_scatter(&plot, sets)
+            }
+            Figure::Onset { x_label, curves, legend } => {
+                let plot = draw_legend(root, legend, true)?;
+                draw_onset(&plot, x_label, curves).map(|()| Vec::new())
+            }
             Figure::Histogram { x_label, set, bins, y_max } => {
                 draw_histogram(root, x_label, *set, bins, *y_max).map(|()| Vec::new())
             }
@@ -281,6 +291,59 @@ impl Figure {
             }
             Figure::Heatmap { cells, bin, messages } => draw_heatmap(root, cells, *bin, *messages).map(|()| Vec::new()),
         }
+    }
+}
+
+/// Width of the legend panel beside a scatter or onset plot.
+const LEGEND_WIDTH: u32 = 270;
+/// The most characters of a run-set label in a chart legend (the page's legend has them whole).
+const LEGEND_CHARS: usize = 40;
+
+/// Draws the run-set legend in a panel on the right and returns the area left for the plot.
+fn draw_legend<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    labels: &[String],
+    lines: bool,
+) -> Result<DrawingArea<DB, Shift>> {
+    if labels.is_empty() {
+        return Ok(root.clone());
+    }
+    let (plot, side) = root.split_horizontally(root.dim_in_pixel().0.saturating_sub(LEGEND_WIDTH));
+    let row = (((root.dim_in_pixel().1 as usize).saturating_sub(40) / labels.len().max(1)).clamp(10, 18)) as i32;
+    let font = (FAMILY, if row < 14 { 10 } else { 12 }).into_font().color(&RGBColor(0x33, 0x33, 0x33));
+    for (i, label) in labels.iter().enumerate() {
+        let style = set_style(i);
+        let y = 24 + row * i as i32;
+        if lines {
+            side.draw(&PathElement::new([(2, y), (24, y)], style.color.stroke_width(2))).map_err(err)?;
+        }
+        let fill = style.color.mix(0.85).filled();
+        let at = (13, y);
+        match style.shape {
+            Shape::Circle => side.draw(&Circle::new(at, 4, fill)),
+            Shape::Triangle => side.draw(&TriangleMarker::new(at, 5, fill)),
+            Shape::Square => side.draw(&Rectangle::new([(9, y - 4), (17, y + 4)], fill)),
+            Shape::Cross => side.draw(&Cross::new(at, 4, style.color.stroke_width(2))),
+        }
+        .map_err(err)?;
+        let text: String = if label.chars().count() > LEGEND_CHARS {
+            label.chars().take(LEGEND_CHARS - 1).chain(std::iter::once('…')).collect()
+        } else {
+            label.clone()
+        };
+        side.draw(&Text::new(text, (30, y - 7), font.clone())).map_err(err)?;
+    }
+    Ok(plot)
+}
+
+/// Tick labels without useless decimals: integers for counts, two decimals below 10.
+fn tick(v: &f64) -> String {
+    if ((v - v.round()).abs() < 1e-9 && v.abs() >= 1.0) || *v == 0.0 {
+        format!("{v:.0}")
+    } else if v.abs() < 10.0 {
+        format!("{v:.2}").trim_end_matches('0').to_string()
+    } else {
+        format!("{v:.0}")
     }
 }
 
@@ -332,11 +395,13 @@ fn draw_scatter<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, sets: &[Vec<S
         .map_err(err)?;
     chart
         .configure_mesh()
-        .light_line_style(GRID.mix(0.5))
+        .light_line_style(TRANSPARENT)
         .bold_line_style(GRID)
         .axis_style(AXIS)
         .x_desc("loop density (share of assistant characters in repeated word runs)")
         .y_desc("average response length (characters)")
+        .x_label_formatter(&tick)
+        .y_label_formatter(&tick)
         .label_style(axis_font())
         .axis_desc_style((FAMILY, 14))
         .draw()
@@ -367,10 +432,11 @@ fn draw_onset<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, x_label: &str, 
         .map_err(err)?;
     chart
         .configure_mesh()
-        .light_line_style(GRID.mix(0.5))
+        .light_line_style(TRANSPARENT)
         .bold_line_style(GRID)
         .axis_style(AXIS)
         .x_desc(x_label)
+        .x_label_formatter(&tick)
         .y_desc("conversations still free of loops/breaks")
         .y_label_formatter(&|v| format!("{:.0}%", v * 100.0))
         .label_style(axis_font())
@@ -417,7 +483,7 @@ fn draw_histogram<DB: DrawingBackend>(
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .light_line_style(GRID.mix(0.5))
+        .light_line_style(TRANSPARENT)
         .bold_line_style(GRID)
         .axis_style(AXIS)
         .x_labels(n.min(6))
@@ -458,11 +524,13 @@ fn draw_timeline<DB: DrawingBackend>(
         .map_err(err)?;
     chart
         .configure_mesh()
-        .light_line_style(GRID.mix(0.5))
+        .light_line_style(TRANSPARENT)
         .bold_line_style(GRID)
         .axis_style(AXIS)
         .x_desc("message")
         .y_desc("characters")
+        .x_label_formatter(&tick)
+        .y_label_formatter(&tick)
         .label_style(axis_font())
         .axis_desc_style((FAMILY, 13))
         .draw()
@@ -541,6 +609,8 @@ fn draw_heatmap<DB: DrawingBackend>(
         .axis_style(AXIS)
         .x_desc(format!("message (of {messages})"))
         .y_desc("message")
+        .x_label_formatter(&tick)
+        .y_label_formatter(&tick)
         .label_style(axis_font())
         .axis_desc_style((FAMILY, 13))
         .draw()
@@ -597,11 +667,14 @@ mod tests {
                 vec![point(0.1, 100.0, "a.jsonl"), point(0.3, 50.0, "<b>&\"x\".log")],
                 vec![point(0.0, 0.0, "c")],
             ],
+            legend: vec!["a<&>".into(), "b".into()],
         };
         let svg = fig.svg().unwrap();
         assert_eq!(svg.matches("<title>").count(), 3);
         assert!(svg.contains("<title>&lt;b&gt;&amp;&quot;x&quot;.log</title>"), "{svg}");
         assert!(!svg.contains("<b>"));
+        assert!(svg.contains("a&lt;&amp;&gt;"), "the legend is drawn and escaped");
+        assert!(svg.contains("a&lt;&amp;&gt;"), "the legend is drawn and escaped");
         assert!(svg.trim_end().ends_with("</svg>"));
     }
 
@@ -621,8 +694,8 @@ mod tests {
     #[test]
     fn empty_data_still_draws() {
         for fig in [
-            Figure::Scatter { sets: vec![] },
-            Figure::Onset { x_label: "turns".into(), curves: vec![] },
+            Figure::Scatter { sets: vec![], legend: vec![] },
+            Figure::Onset { x_label: "turns".into(), curves: vec![], legend: vec!["only".into()] },
             Figure::Timeline { assistant: vec![], user: vec![], marks: vec![], messages: 0 },
             Figure::Heatmap { cells: vec![], bin: 1, messages: 0 },
             Figure::Histogram {
@@ -656,5 +729,6 @@ mod tests {
         }
         assert_eq!(set_color_hex(0), "#1f77b4");
         assert_eq!(heat_color(0.0), RGBColor(255, 255, 255));
+        assert_eq!([tick(&800.0), tick(&0.25), tick(&0.0), tick(&12.4)], ["800", "0.25", "0", "12"]);
     }
 }

@@ -320,6 +320,7 @@ fn shares(labels: Vec<String>, counts: &[usize]) -> Bins {
 /// The figures that summarize all run sets, with a file-name stem each (also the `--png` file names).
 #[must_use]
 pub fn summary_figures(sets: &[RunSet]) -> Vec<(String, Figure)> {
+    let legend = run_set_labels(sets).0;
     let mut out = Vec::new();
     let mut anchor = 0;
     let mut scatter = Vec::new();
@@ -340,7 +341,7 @@ pub fn summary_figures(sets: &[RunSet]) -> Vec<(String, Figure)> {
         }
         scatter.push(points);
     }
-    out.push(("scatter".to_string(), Figure::Scatter { sets: scatter }));
+    out.push(("scatter".to_string(), Figure::Scatter { sets: scatter, legend: legend.clone() }));
     let curves: Vec<Curve> = sets
         .iter()
         .enumerate()
@@ -350,7 +351,10 @@ pub fn summary_figures(sets: &[RunSet]) -> Vec<(String, Figure)> {
             points: kaplan_meier(&s.items.iter().map(|it| turn_observation(&it.analysis)).collect::<Vec<_>>()),
         })
         .collect();
-    out.push(("onset_turns".into(), Figure::Onset { x_label: "assistant turns".into(), curves }));
+    out.push((
+        "onset_turns".into(),
+        Figure::Onset { x_label: "assistant turns".into(), curves, legend: legend.clone() },
+    ));
     let token_curves: Vec<Curve> = sets
         .iter()
         .enumerate()
@@ -360,7 +364,10 @@ pub fn summary_figures(sets: &[RunSet]) -> Vec<(String, Figure)> {
         })
         .collect();
     if !token_curves.is_empty() {
-        out.push(("onset_tokens".into(), Figure::Onset { x_label: "tokens".into(), curves: token_curves }));
+        out.push((
+            "onset_tokens".into(),
+            Figure::Onset { x_label: "tokens".into(), curves: token_curves, legend: legend.clone() },
+        ));
     }
     let density: Vec<Bins> = sets
         .iter()
