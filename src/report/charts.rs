@@ -295,9 +295,9 @@ impl Figure {
 }
 
 /// Width of the legend panel beside a scatter or onset plot.
-const LEGEND_WIDTH: u32 = 270;
+const LEGEND_WIDTH: u32 = 330;
 /// The most characters of a run-set label in a chart legend (the page's legend has them whole).
-const LEGEND_CHARS: usize = 40;
+const LEGEND_CHARS: usize = 52;
 
 /// Draws the run-set legend in a panel on the right and returns the area left for the plot.
 fn draw_legend<DB: DrawingBackend>(
@@ -310,7 +310,7 @@ fn draw_legend<DB: DrawingBackend>(
     }
     let (plot, side) = root.split_horizontally(root.dim_in_pixel().0.saturating_sub(LEGEND_WIDTH));
     let row = (((root.dim_in_pixel().1 as usize).saturating_sub(40) / labels.len().max(1)).clamp(10, 18)) as i32;
-    let font = (FAMILY, if row < 14 { 10 } else { 12 }).into_font().color(&RGBColor(0x33, 0x33, 0x33));
+    let font = (FAMILY, if row < 14 { 10 } else { 11 }).into_font().color(&RGBColor(0x33, 0x33, 0x33));
     for (i, label) in labels.iter().enumerate() {
         let style = set_style(i);
         let y = 24 + row * i as i32;
@@ -326,10 +326,12 @@ fn draw_legend<DB: DrawingBackend>(
             Shape::Cross => side.draw(&Cross::new(at, 4, style.color.stroke_width(2))),
         }
         .map_err(err)?;
+        // Numbered like the page's legend, so a cut label is still identified.
+        let label = format!("{}. {label}", i + 1);
         let text: String = if label.chars().count() > LEGEND_CHARS {
             label.chars().take(LEGEND_CHARS - 1).chain(std::iter::once('…')).collect()
         } else {
-            label.clone()
+            label
         };
         side.draw(&Text::new(text, (30, y - 7), font.clone())).map_err(err)?;
     }
@@ -587,7 +589,19 @@ fn heat_color(v: f32) -> RGBColor {
 }
 
 /// Cells below this similarity are left white: it keeps the SVG of a long, healthy conversation small.
-const HEAT_FLOOR: f32 = 0.04;
+const HEAT_FLOOR: f32 = 0.05;
+/// Number of color steps of the heatmap (a binned colormap: easier to read and to compress).
+const HEAT_LEVELS: usize = 10;
+
+/// The color step of a similarity, `None` below [`HEAT_FLOOR`].
+fn heat_level(v: f32) -> Option<usize> {
+    (v >= HEAT_FLOOR).then(|| ((v.clamp(0.0, 1.0) * HEAT_LEVELS as f32) as usize).min(HEAT_LEVELS - 1))
+}
+
+/// The similarity a color step is drawn with (its middle).
+fn level_value(level: usize) -> f32 {
+    (level as f32 + 0.5) / HEAT_LEVELS as f32
+}
 
 fn draw_heatmap<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
@@ -615,15 +629,32 @@ fn draw_heatmap<DB: DrawingBackend>(
         .axis_desc_style((FAMILY, 13))
         .draw()
         .map_err(err)?;
+    // Colors come in HEAT_LEVELS steps and equal neighbours in a row become one rectangle: a looping conversation
+    // is similar almost everywhere, and one element per cell would make its SVG hundreds of kilobytes.
     let b = bin as f64;
+    let mut runs: Vec<(usize, usize, usize, usize)> = Vec::new();
+    for (i, row) in cells.iter().enumerate() {
+        let mut j = 0;
+        while j < row.len() {
+            match heat_level(row[j]) {
+                Some(level) => {
+                    let start = j;
+                    while j + 1 < row.len() && heat_level(row[j + 1]) == Some(level) {
+                        j += 1;
+                    }
+                    runs.push((i, start, j, level));
+                }
+                None => {}
+            }
+            j += 1;
+        }
+    }
     chart
-        .draw_series(cells.iter().enumerate().flat_map(|(i, row)| {
-            row.iter().enumerate().filter(|(_, v)| **v >= HEAT_FLOOR).map(move |(j, &v)| {
-                Rectangle::new(
-                    [(j as f64 * b, i as f64 * b), ((j + 1) as f64 * b, (i + 1) as f64 * b)],
-                    heat_color(v).filled(),
-                )
-            })
+        .draw_series(runs.into_iter().map(|(i, j0, j1, level)| {
+            Rectangle::new(
+                [(j0 as f64 * b, i as f64 * b), ((j1 + 1) as f64 * b, (i + 1) as f64 * b)],
+                heat_color(level_value(level)).filled(),
+            )
         }))
         .map_err(err)?;
     let mut scale = ChartBuilder::on(&bar)
@@ -644,9 +675,9 @@ fn draw_heatmap<DB: DrawingBackend>(
         .draw()
         .map_err(err)?;
     scale
-        .draw_series((0..50).map(|k| {
-            let (lo, hi) = (f64::from(k) / 50.0, f64::from(k + 1) / 50.0);
-            Rectangle::new([(0.0, lo), (1.0, hi)], heat_color(((lo + hi) / 2.0) as f32).filled())
+        .draw_series((0..HEAT_LEVELS).map(|k| {
+            let (lo, hi) = (k as f64 / HEAT_LEVELS as f64, (k + 1) as f64 / HEAT_LEVELS as f64);
+            Rectangle::new([(0.0, lo), (1.0, hi)], heat_color(level_value(k)).filled())
         }))
         .map_err(err)?;
     Ok(())
@@ -714,9 +745,13 @@ mod tests {
     fn heatmap_draws_only_similar_cells() {
         let cells = vec![vec![1.0, 0.0, 0.9], vec![0.0, 1.0, 0.0], vec![0.9, 0.0, 1.0]];
         let svg = Figure::Heatmap { cells, bin: 1, messages: 3 }.svg().unwrap();
-        // 5 cells above the floor, 50 colour-bar steps, plus the background rectangles of the areas.
+        // 5 cells above the floor, 10 colour-bar steps, plus the background rectangles of the areas.
         let rects = svg.matches("<rect").count();
-        assert!((55..60).contains(&rects), "{rects}");
+        assert!((15..20).contains(&rects), "{rects}");
+        // Equal neighbours merge: a uniform 4 × 4 matrix is 4 row rectangles.
+        let uniform = Figure::Heatmap { cells: vec![vec![0.95; 4]; 4], bin: 1, messages: 4 }.svg().unwrap();
+        assert_eq!(uniform.matches("<rect").count(), rects - 5 + 4);
+        assert_eq!((heat_level(0.01), heat_level(0.05), heat_level(1.0)), (None, Some(0), Some(9)));
     }
 
     #[test]

@@ -36,7 +36,7 @@ use labels::{Facts, Variation};
 const TEMPLATE: &str = include_str!("../../templates/report.html.j2");
 
 /// The most cells per side of a self-similarity heatmap; longer conversations are binned (maximum per block).
-pub const HEATMAP_CELLS: usize = 48;
+pub const HEATMAP_CELLS: usize = 40;
 
 /// The phenomena in the order the analysis documents them; unknown names follow alphabetically.
 const PHENOMENA: &[&str] = &[

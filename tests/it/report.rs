@@ -88,9 +88,10 @@ fn report_from_fixture_run_sets_has_every_chart_and_the_analysis_numbers() {
     for (set, dir) in ["pen11", "pen10", "legacy"].iter().enumerate() {
         let (density, length, n) = expected_means(&fixture(dir));
         let row = summary_row(&html, set);
-        assert_eq!(row[0], Some(n as f64), "samples of {dir}");
-        assert!((row[1].unwrap() - length).abs() < 1e-9, "avg length of {dir}: {row:?} vs {length}");
-        assert!((row[2].unwrap() - density).abs() < 1e-9, "avg density of {dir}: {row:?} vs {density}");
+        assert_eq!(row[0], Some(set as f64), "the run-set column sorts by position");
+        assert_eq!(row[1], Some(n as f64), "samples of {dir}");
+        assert!((row[2].unwrap() - length).abs() < 1e-9, "avg length of {dir}: {row:?} vs {length}");
+        assert!((row[3].unwrap() - density).abs() < 1e-9, "avg density of {dir}: {row:?} vs {density}");
     }
     // No network resource anywhere.
     for needle in ["src=\"http", "href=\"http", "url(http", "@import"] {
