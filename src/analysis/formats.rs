@@ -309,6 +309,12 @@ pub fn parse_legacy_log(text: &str, name: &str) -> Result<Conversation> {
     }
     let openings =
         conv.config.as_ref().and_then(|c| c.get("conversation")).and_then(Value::as_array).map_or(0, Vec::len);
+    let turn_max = conv
+        .config
+        .as_ref()
+        .and_then(|c| c.get("turn_max_tokens"))
+        .and_then(Value::as_u64)
+        .and_then(|n| u32::try_from(n).ok());
     let mut footer: Option<u64> = None;
     let mut current: Option<(Speaker, u64, Vec<&str>)> = None;
     let mut raw: Vec<(Speaker, u64, String)> = Vec::new();
@@ -341,6 +347,9 @@ pub fn parse_legacy_log(text: &str, name: &str) -> Result<Conversation> {
         };
         let mut m = text_message(*speaker, body.clone(), prefix);
         m.opening = k < openings;
+        if !m.opening {
+            m.max_tokens = turn_max;
+        }
         // `@ N` is the budget consumed before the message; after it is the next header's N (or the footer's).
         let after = raw.get(k + 1).map(|r| r.1).or(footer);
         if !m.opening {
