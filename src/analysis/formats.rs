@@ -288,7 +288,7 @@ pub fn parse_legacy_log(text: &str, name: &str) -> Result<Conversation> {
     })?;
     let mut i = done + 1;
     // Header block: `Full Config:`, the JSON line, `Assistant Model: …`, `User Model: …`, until the first message.
-    while i < lines.len() && !is_message_header(lines[i]).is_some() {
+    while i < lines.len() && is_message_header(lines[i]).is_none() {
         let line = lines[i];
         if line == "Full Config:" {
             let json = lines.get(i + 1).copied().unwrap_or("");
