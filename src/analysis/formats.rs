@@ -288,7 +288,7 @@ pub fn parse_legacy_log(text: &str, name: &str) -> Result<Conversation> {
     })?;
     let mut i = done + 1;
     // Header block: `Full Config:`, the JSON line, `Assistant Model: …`, `User Model: …`, until the first message.
-    while i < lines.len() && !is_message_header(lines[i]).is_some() {
+    while i < lines.len() && is_message_header(lines[i]).is_none() {
         let line = lines[i];
         if line == "Full Config:" {
             let json = lines.get(i + 1).copied().unwrap_or("");
@@ -307,8 +307,16 @@ pub fn parse_legacy_log(text: &str, name: &str) -> Result<Conversation> {
         }
         i += 1;
     }
-    let openings =
-        conv.config.as_ref().and_then(|c| c.get("conversation")).and_then(Value::as_array).map_or(0, Vec::len);
+    // The config's `conversation` was extended in place by the run, so it holds every message; the opening ones
+    // are those before the generated ones, and the streamed section has one `--- N ---` marker per generated
+    // assistant + user pair.
+    let pairs = lines[..done].iter().filter(|l| parse_marker(l)).count();
+    let turn_max = conv
+        .config
+        .as_ref()
+        .and_then(|c| c.get("turn_max_tokens"))
+        .and_then(Value::as_u64)
+        .and_then(|n| u32::try_from(n).ok());
     let mut footer: Option<u64> = None;
     let mut current: Option<(Speaker, u64, Vec<&str>)> = None;
     let mut raw: Vec<(Speaker, u64, String)> = Vec::new();
@@ -333,6 +341,7 @@ pub fn parse_legacy_log(text: &str, name: &str) -> Result<Conversation> {
         bail!("no '=== role @ tokens ===' message after '--- DONE ---': the log is truncated or not from the original tool");
     }
     let count = raw.len();
+    let openings = count.saturating_sub(2 * pairs);
     for (k, (speaker, at, body)) in raw.iter().enumerate() {
         let prefix = match speaker {
             Speaker::Assistant => conv.agent_prefix.as_deref(),
@@ -341,6 +350,9 @@ pub fn parse_legacy_log(text: &str, name: &str) -> Result<Conversation> {
         };
         let mut m = text_message(*speaker, body.clone(), prefix);
         m.opening = k < openings;
+        if !m.opening {
+            m.max_tokens = turn_max;
+        }
         // `@ N` is the budget consumed before the message; after it is the next header's N (or the footer's).
         let after = raw.get(k + 1).map(|r| r.1).or(footer);
         if !m.opening {
@@ -373,6 +385,11 @@ fn is_message_header(line: &str) -> Option<Result<(Speaker, u64)>> {
         let at = at.trim().parse::<u64>().with_context(|| format!("'{at}' is not a token count"))?;
         Ok((speaker, at))
     })())
+}
+
+/// A `--- N ---` marker of the streamed section.
+fn parse_marker(line: &str) -> bool {
+    line.strip_prefix("--- ").and_then(|l| l.strip_suffix(" ---")).is_some_and(|n| n.parse::<u64>().is_ok())
 }
 
 /// The final `--- N tokens, M turns ---` line.
@@ -551,7 +568,8 @@ Assistant Model: a.gguf\nUser Model: u.gguf\n\n=== system @ 0 ===\nS\n=== assist
         assert_eq!(c.user_prefix.as_deref(), Some("Mark: \""));
         assert_eq!(c.models["assistant"], "a.gguf");
         assert_eq!(c.messages.len(), 3);
-        assert!(c.messages[0].opening);
+        assert!(c.messages[0].opening, "one `--- 0 ---` marker: the last two messages were generated");
+        assert!(!c.messages[1].opening);
         assert_eq!(c.messages[1].text, "Skye: hi\nsecond line");
         assert_eq!(c.messages[1].prefix.as_deref(), Some("Skye:"));
         assert_eq!(c.messages[1].tokens, Some(5));

@@ -139,7 +139,7 @@ pub fn score_from_runs(response_lengths: Vec<usize>, runs: Vec<(String, usize)>)
     let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     let mut top = runs;
     // Counter.most_common: by count, descending, stable (first recorded first among equals).
-    top.sort_by(|a, b| b.1.cmp(&a.1));
+    top.sort_by_key(|r| std::cmp::Reverse(r.1));
     top.truncate(TOP_NGRAMS);
     LegacyScore {
         character_count,

@@ -1,6 +1,7 @@
 //! The one integration-test binary: each module runs the real `parrot` binary (and, for `run`, the real small
 //! models installed by `scripts/fetch-test-models.sh`).
 
+mod analyze;
 mod common;
 // `parrot report`: page structure, numbers, escaping, bad input, headless Chromium.
 mod report;
