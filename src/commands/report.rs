@@ -15,10 +15,10 @@ use clap::Args;
 use plotters::prelude::{BitMapBackend, IntoDrawingArea};
 use rayon::prelude::*;
 
-use crate::analysis::{formats, Conversation, ConversationAnalysis, Format, PerSpeaker};
+use crate::analysis::{dir as saved, formats, Conversation, Format};
 use crate::cli::GlobalArgs;
 use crate::report::{self, labels::Facts, Item, Problem, RunSet};
-use crate::transcript::{Record, Speaker};
+use crate::transcript::Record;
 
 /// Arguments of `parrot report`.
 #[derive(Debug, Args)]
@@ -129,9 +129,15 @@ fn list_transcripts(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Reads and analyses one run folder; every failure becomes a [`Problem`] of the set.
+/// Reads and analyses one run folder (reusing its `analysis.json` when fresh); every failure becomes a
+/// [`Problem`] of the set.
 fn read_run_set(dir: &Path) -> RunSet {
     let name = dir.display().to_string();
+    if dir.is_dir() {
+        if let Some(fresh) = saved::load_saved(dir) {
+            return from_saved(name, fresh);
+        }
+    }
     let files = match list_transcripts(dir) {
         Ok(files) => files,
         Err(e) => {
@@ -151,7 +157,7 @@ fn read_run_set(dir: &Path) -> RunSet {
             Ok(conversations
                 .into_iter()
                 .map(|conversation| Item {
-                    analysis: analyze(&conversation),
+                    analysis: crate::analysis::analyze(&conversation),
                     conversation: Some(conversation),
                     extra_facts: extra.clone(),
                 })
@@ -182,25 +188,36 @@ fn header_facts(path: &Path, conversations: &[Conversation]) -> Facts {
     facts
 }
 
-/// THIN ADAPTER, the only one: `analysis::analyze` is being written on the `analyze` branch. Until it lands this
-/// fills the contract from what exists (the original's loop score and the message lengths) and reports no
-/// detections; replace the body with `crate::analysis::analyze(conversation)` then.
-fn analyze(conversation: &Conversation) -> ConversationAnalysis {
-    let count = |s: Speaker| conversation.messages.iter().filter(|m| m.speaker == s).count();
-    ConversationAnalysis {
-        source: conversation.source.clone(),
-        format: conversation.format,
-        messages: conversation.messages.len(),
-        assistant_turns: count(Speaker::Assistant),
-        user_turns: count(Speaker::User),
-        total_tokens: conversation.messages.iter().rev().find_map(|m| m.tokens_so_far),
-        tokens_per_s: conversation.tokens_per_s,
-        complete: conversation.complete,
-        legacy: crate::analysis::legacy::score(conversation),
-        detectors: std::collections::BTreeMap::new(),
-        metrics: PerSpeaker::default(),
-        first_onset: None,
-        message_lengths: conversation.messages.iter().map(|m| m.text.chars().count()).collect(),
-        message_speakers: conversation.messages.iter().map(|m| m.speaker).collect(),
-    }
+/// A run set from a fresh saved analysis: the numbers come from it; the transcripts are still read for their
+/// text (transcript viewer, heatmap, labels). A transcript that cannot be read keeps its analysis, without text.
+fn from_saved(name: String, analysis: saved::DirAnalysis) -> RunSet {
+    let mut sources: Vec<&str> = analysis.conversations.iter().map(|a| a.source.as_str()).collect();
+    sources.dedup();
+    let texts: std::collections::HashMap<&str, (Vec<Conversation>, Facts)> = sources
+        .par_iter()
+        .filter_map(|&source| {
+            let path = Path::new(source);
+            let conversations = formats::read_path_all(path, analysis.forced_format).ok()?;
+            let facts = header_facts(path, &conversations);
+            Some((source, (conversations, facts)))
+        })
+        .collect();
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let items = analysis
+        .conversations
+        .iter()
+        .map(|a| {
+            let k = seen.entry(a.source.as_str()).or_default();
+            let text = texts.get(a.source.as_str());
+            let item = Item {
+                analysis: a.clone(),
+                conversation: text.and_then(|(c, _)| c.get(*k).cloned()),
+                extra_facts: text.map(|(_, f)| f.clone()).unwrap_or_default(),
+            };
+            *k += 1;
+            item
+        })
+        .collect();
+    let problems = analysis.errors.iter().map(|e| Problem { path: e.path.clone(), error: e.error.clone() }).collect();
+    RunSet { dir: name, items, problems }
 }

@@ -230,3 +230,24 @@ fn report_opens_in_headless_chromium_without_errors() {
     assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 50_000, "screenshot looks empty");
     eprintln!("screenshot: {}", shot.display());
 }
+
+#[test]
+fn a_fresh_saved_analysis_is_used_and_the_text_still_shown() {
+    let runs = tempfile::tempdir().unwrap();
+    let dir = runs.path().join("pen11");
+    std::fs::create_dir(&dir).unwrap();
+    for f in ["conv-0.jsonl", "conv-1.jsonl", "conv-2.jsonl"] {
+        std::fs::copy(root().join("tests/fixtures/report/pen11").join(f), dir.join(f)).unwrap();
+    }
+    let analyzed = parrot().arg("analyze").arg(&dir).output().unwrap();
+    assert!(analyzed.status.success(), "{}", stderr(&analyzed));
+    let saved_path = dir.join("analysis.json");
+    // Mark the saved analysis so that the page shows whether it was used: change one number.
+    let mut saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&saved_path).unwrap()).unwrap();
+    saved["conversations"][0]["legacy"]["avg_response_length"] = serde_json::json!(4321.5);
+    std::fs::write(&saved_path, serde_json::to_vec(&saved).unwrap()).unwrap();
+    let (_out, html, output) = report(&[dir.display().to_string()], &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(html.contains("data-v=\"4321.5\""), "the saved analysis was not used");
+    assert_eq!(html.matches("<div class=\"transcript\">").count(), 3, "transcripts are read for their text");
+}
