@@ -636,15 +636,12 @@ fn draw_heatmap<DB: DrawingBackend>(
     for (i, row) in cells.iter().enumerate() {
         let mut j = 0;
         while j < row.len() {
-            match heat_level(row[j]) {
-                Some(level) => {
-                    let start = j;
-                    while j + 1 < row.len() && heat_level(row[j + 1]) == Some(level) {
-                        j += 1;
-                    }
-                    runs.push((i, start, j, level));
+            if let Some(level) = heat_level(row[j]) {
+                let start = j;
+                while j + 1 < row.len() && heat_level(row[j + 1]) == Some(level) {
+                    j += 1;
                 }
-                None => {}
+                runs.push((i, start, j, level));
             }
             j += 1;
         }
