@@ -227,6 +227,7 @@ impl LlamaRole {
         tokens
     }
 
+    #[allow(clippy::cast_possible_truncation)] // llama.cpp's samplers take f32; config values are small.
     fn build_sampler(&self, cfg: &SamplerConfig, seed: u32) -> LlamaSampler {
         let n_vocab = self.model.n_vocab();
         let whole = |n: i32| if n < 0 { i32::try_from(self.n_ctx).unwrap_or(i32::MAX) } else { n };
@@ -241,16 +242,16 @@ impl LlamaRole {
                         chain.push(LlamaSampler::penalties(
                             n_vocab,
                             whole(cfg.repeat_last_n),
-                            cfg.repeat_penalty,
-                            cfg.frequency_penalty,
-                            cfg.presence_penalty,
+                            cfg.repeat_penalty as f32,
+                            cfg.frequency_penalty as f32,
+                            cfg.presence_penalty as f32,
                         ));
                     }
                 }
                 SamplerStage::Dry if cfg.dry_multiplier > 0.0 => chain.push(LlamaSampler::dry(
                     self.model,
-                    cfg.dry_multiplier,
-                    cfg.dry_base,
+                    cfg.dry_multiplier as f32,
+                    cfg.dry_base as f32,
                     cfg.dry_allowed_length,
                     whole(cfg.dry_penalty_last_n),
                     &cfg.dry_sequence_breakers,
@@ -258,19 +259,19 @@ impl LlamaRole {
                 // Mirostat replaces the truncation samplers and temperature, as in llama.cpp's common sampler.
                 _ if mirostat => {}
                 SamplerStage::TopK if cfg.top_k > 0 => chain.push(LlamaSampler::top_k(cfg.top_k)),
-                SamplerStage::TypicalP if cfg.typical_p < 1.0 => chain.push(LlamaSampler::typical(cfg.typical_p, 1)),
-                SamplerStage::TopP if cfg.top_p < 1.0 => chain.push(LlamaSampler::top_p(cfg.top_p, 1)),
-                SamplerStage::MinP if cfg.min_p > 0.0 => chain.push(LlamaSampler::min_p(cfg.min_p, 1)),
+                SamplerStage::TypicalP if cfg.typical_p < 1.0 => chain.push(LlamaSampler::typical(cfg.typical_p as f32, 1)),
+                SamplerStage::TopP if cfg.top_p < 1.0 => chain.push(LlamaSampler::top_p(cfg.top_p as f32, 1)),
+                SamplerStage::MinP if cfg.min_p > 0.0 => chain.push(LlamaSampler::min_p(cfg.min_p as f32, 1)),
                 SamplerStage::Xtc if cfg.xtc_probability > 0.0 => {
-                    chain.push(LlamaSampler::xtc(cfg.xtc_probability, cfg.xtc_threshold, 1, seed));
+                    chain.push(LlamaSampler::xtc(cfg.xtc_probability as f32, cfg.xtc_threshold as f32, 1, seed));
                 }
-                SamplerStage::Temperature if cfg.temperature > 0.0 => chain.push(LlamaSampler::temp(cfg.temperature)),
+                SamplerStage::Temperature if cfg.temperature > 0.0 => chain.push(LlamaSampler::temp(cfg.temperature as f32)),
                 _ => {}
             }
         }
         if mirostat {
-            chain.push(LlamaSampler::temp(cfg.temperature));
-            chain.push(LlamaSampler::mirostat_v2(seed, cfg.mirostat_tau, cfg.mirostat_eta));
+            chain.push(LlamaSampler::temp(cfg.temperature as f32));
+            chain.push(LlamaSampler::mirostat_v2(seed, cfg.mirostat_tau as f32, cfg.mirostat_eta as f32));
         } else if cfg.temperature <= 0.0 {
             chain.push(LlamaSampler::greedy());
         } else {
