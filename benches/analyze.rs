@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use parrot::analysis::{analyze_paths, formats, legacy};
 use parrot::transcript::{Header, ModelRecord, Record, Speaker, StopReason, TranscriptWriter, TurnRecord};
 
-const CONVERSATIONS: usize = 1000;
+/// Conversations in the corpus; `PARROT_BENCH_CONVERSATIONS` overrides it for a quick look.
+fn conversations() -> usize {
+    std::env::var("PARROT_BENCH_CONVERSATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000)
+}
 const TOKENS: u64 = 16_000;
 /// The slow port runs on conversations until this much time is spent (or all are done).
 const SLOW_BUDGET: Duration = Duration::from_secs(60);
@@ -156,12 +159,13 @@ fn main() {
     let mut rng = Rng(42);
     let vocab = vocabulary(&mut rng);
     let t = Instant::now();
-    for i in 0..CONVERSATIONS {
+    let total = conversations();
+    for i in 0..total {
         write_conversation(&dir.path().join(format!("{i:04}.jsonl")), i, &vocab);
     }
     let bytes: u64 = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
     println!(
-        "corpus: {CONVERSATIONS} conversations of ~{TOKENS} tokens, {:.1} MB, written in {:.1} s",
+        "corpus: {total} conversations of ~{TOKENS} tokens, {:.1} MB, written in {:.1} s",
         bytes as f64 / 1e6,
         t.elapsed().as_secs_f64()
     );
@@ -172,7 +176,7 @@ fn main() {
     let secs = t.elapsed().as_secs_f64();
     let analyzed: usize = out.iter().map(|d| d.conversations.len()).sum();
     let errors: usize = out.iter().map(|d| d.errors.len()).sum();
-    assert_eq!(analyzed, CONVERSATIONS, "errors: {errors}");
+    assert_eq!(analyzed, total, "errors: {errors}");
     let broken = out.iter().flat_map(|d| &d.conversations).filter(|c| c.first_onset.is_some()).count();
     println!(
         "analyze: {analyzed} files in {secs:.2} s on {} threads: {:.1} files/s, {:.1} MB/s; {broken} with a loop or break",

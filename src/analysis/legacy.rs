@@ -16,9 +16,9 @@
 //! * a window is hashed from per-word hashes with a rolling polynomial (O(1) per window instead of O(n) joins), and
 //!   two windows are equal exactly when their spans of the text are equal bytes (words hold no space), which is
 //!   checked on every hash hit, so a hash collision can never change a count;
-//! * a run of n words that repeats contains a repeated run of every shorter length, so the longest repeated length
-//!   L is found by binary search and every n > L is skipped (it would find nothing); L is recomputed after each
-//!   removal, since a removal can glue words together;
+//! * a run of n words that repeats contains a repeated run of every shorter length, so when nothing (more) repeats
+//!   at n, the next length that does is found by binary search and the lengths between are skipped (they would
+//!   find nothing, and the text does not change while nothing is found);
 //! * the text is only re-split after a removal, not on every count.
 
 use std::collections::HashMap;
@@ -209,7 +209,8 @@ struct FxHasher(u64);
 
 impl Hasher for FxHasher {
     fn finish(&self) -> u64 {
-        self.0
+        // The keys are already mixed hashes; rotate so the well-mixed high bits pick the bucket.
+        self.0.rotate_left(26)
     }
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
@@ -344,7 +345,8 @@ fn count_windows(text: &str, words: &Words, n: usize, stop_at_repeat: bool) -> O
     best.filter(|b| b.count > 1).map(|b| (b.first, b.count))
 }
 
-/// The longest repeated window length in `N_MIN..=upper`, or 0 when not even `N_MIN` words repeat.
+/// The longest repeated window length in `N_MIN..=upper`, or 0 when not even `N_MIN` words repeat (or
+/// `upper < N_MIN`).
 fn longest_repeat(text: &str, words: &Words, upper: usize) -> usize {
     let (mut lo, mut hi) = (N_MIN - 1, upper.min(words.len()));
     if hi < N_MIN {
@@ -374,23 +376,19 @@ pub fn loop_runs(text: &str) -> Vec<(String, usize)> {
     let mut runs = Vec::new();
     let mut index = HashMap::new();
     let mut words = Words::new(&text);
-    let mut limit = longest_repeat(&text, &words, N_MAX);
-    let mut n = N_MAX;
+    // Skip straight to the longest length that repeats at all.
+    let mut n = longest_repeat(&text, &words, N_MAX);
     while n >= N_MIN {
-        if n > limit {
-            // Nothing of this length repeats: the original's count would find nothing.
-            n = limit;
-            continue;
-        }
         match count_windows(&text, &words, n, false) {
             Some((first, count)) => {
                 let gram = String::from_utf8_lossy(words.span(&text, first, n)).into_owned();
                 text = text.replace(&gram, "");
                 record(&mut runs, &mut index, gram, count);
                 words = Words::new(&text);
-                limit = longest_repeat(&text, &words, n);
+                // Recount at the same n, as the original does.
             }
-            None => n -= 1,
+            // Nothing more repeats at n: every length between the next repeating one and n finds nothing either.
+            None => n = longest_repeat(&text, &words, n - 1),
         }
     }
     runs

@@ -14,7 +14,9 @@ pub struct FxHasher(u64);
 
 impl Hasher for FxHasher {
     fn finish(&self) -> u64 {
-        self.0
+        // A multiply leaves the low bits depending on the low bits of the input only, and hashbrown picks buckets
+        // from the low bits: without this final mix, keys differing only in their high half would all collide.
+        mix(self.0)
     }
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
