@@ -188,10 +188,13 @@ struct Group {
     whole_folder: bool,
 }
 
+/// Files that parrot itself writes into run folders beside the transcripts: never transcripts.
+const RUN_FOLDER_FILES: [&str; 4] = [SAVED_NAME, "run.json", "sweep.json", "config.json"];
+
 fn is_transcript_name(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let ext_ok = path.extension().and_then(|e| e.to_str()).is_some_and(|e| TRANSCRIPT_EXTENSIONS.contains(&e));
-    ext_ok && !name.starts_with('.') && name != SAVED_NAME && name != "config.json" && !name.ends_with(".config.json")
+    ext_ok && !name.starts_with('.') && !RUN_FOLDER_FILES.contains(&name) && !name.ends_with(".config.json")
 }
 
 /// The transcripts directly inside `dir` (by extension, sorted by name) and its sub-folders.
@@ -406,6 +409,19 @@ pub fn load_saved(dir: &Path) -> Option<DirAnalysis> {
     now.sort_by(|a, b| a.name.cmp(&b.name));
     then.sort_by(|a, b| a.name.cmp(&b.name));
     (now == then).then_some(saved)
+}
+
+#[cfg(test)]
+mod run_folder_tests {
+    use super::*;
+
+    #[test]
+    fn files_parrot_writes_beside_transcripts_are_not_transcripts() {
+        for name in ["run.json", "sweep.json", "analysis.json", "config.json", ".hidden.jsonl"] {
+            assert!(!is_transcript_name(Path::new(name)), "{name}");
+        }
+        assert!(is_transcript_name(Path::new("conversation-000.jsonl")));
+    }
 }
 
 #[cfg(test)]

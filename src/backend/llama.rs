@@ -259,13 +259,17 @@ impl LlamaRole {
                 // Mirostat replaces the truncation samplers and temperature, as in llama.cpp's common sampler.
                 _ if mirostat => {}
                 SamplerStage::TopK if cfg.top_k > 0 => chain.push(LlamaSampler::top_k(cfg.top_k)),
-                SamplerStage::TypicalP if cfg.typical_p < 1.0 => chain.push(LlamaSampler::typical(cfg.typical_p as f32, 1)),
+                SamplerStage::TypicalP if cfg.typical_p < 1.0 => {
+                    chain.push(LlamaSampler::typical(cfg.typical_p as f32, 1))
+                }
                 SamplerStage::TopP if cfg.top_p < 1.0 => chain.push(LlamaSampler::top_p(cfg.top_p as f32, 1)),
                 SamplerStage::MinP if cfg.min_p > 0.0 => chain.push(LlamaSampler::min_p(cfg.min_p as f32, 1)),
                 SamplerStage::Xtc if cfg.xtc_probability > 0.0 => {
                     chain.push(LlamaSampler::xtc(cfg.xtc_probability as f32, cfg.xtc_threshold as f32, 1, seed));
                 }
-                SamplerStage::Temperature if cfg.temperature > 0.0 => chain.push(LlamaSampler::temp(cfg.temperature as f32)),
+                SamplerStage::Temperature if cfg.temperature > 0.0 => {
+                    chain.push(LlamaSampler::temp(cfg.temperature as f32))
+                }
                 _ => {}
             }
         }

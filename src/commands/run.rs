@@ -35,11 +35,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH|NAME")]
     pub user_model: Option<String>,
     /// The folder for the transcripts (created if needed); conversation i goes to `conversation-<i>.jsonl`.
-    #[arg(short, long, value_name = "DIR", default_value_os_t = PathBuf::new(), hide_default_value = true)]
-    pub out: PathBuf,
+    #[arg(short, long, value_name = "DIR", required_unless_present = "resume")]
+    pub out: Option<PathBuf>,
     /// Continue the run (or sweep) recorded in DIR/run.json or DIR/sweep.json with its exact command: finished
-    /// conversations are skipped, unfinished ones continue from their last complete turn.
-    #[arg(long, value_name = "DIR", exclusive = true)]
+    /// conversations are skipped, unfinished ones continue from their last complete turn. Other run flags are
+    /// taken from the recorded command.
+    #[arg(long, value_name = "DIR")]
     pub resume: Option<PathBuf>,
     /// How many conversations to generate; conversation i uses seed S + i.
     #[arg(short = 'n', long = "conversations", value_name = "N", default_value_t = 1)]
@@ -85,6 +86,16 @@ pub struct RunArgs {
     /// Start over: overwrite transcripts already in the output folder instead of resuming them.
     #[arg(long)]
     pub force: bool,
+}
+
+impl RunArgs {
+    /// The `--out` folder.
+    ///
+    /// # Errors
+    /// When it was not given (only `--resume` may leave it out).
+    pub fn out_dir(&self) -> Result<&Path> {
+        self.out.as_deref().ok_or_else(|| anyhow!("--out DIR is required: the folder for the transcripts"))
+    }
 }
 
 /// Settings resolved from the config file and the flags.
@@ -166,11 +177,9 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> {
     if let Some(dir) = &args.resume {
         return resume(global, dir);
     }
-    if args.out.as_os_str().is_empty() {
-        bail!("--out DIR is required: the folder for the transcripts (or --resume DIR to continue a run)");
-    }
+    let out = args.out_dir()?.to_path_buf();
     let mut settings = resolve(&args)?;
-    check_out_dir(&args.out)?;
+    check_out_dir(&out)?;
     fetch_models(global, &mut settings)?;
     generate(global, &args, &settings)
 }
@@ -218,7 +227,7 @@ pub(crate) fn fetch_models(global: &GlobalArgs, settings: &mut Settings) -> Resu
 fn generate(global: &GlobalArgs, args: &RunArgs, settings: &Settings) -> Result<ExitCode> {
     let job = RunSet {
         settings,
-        out: &args.out,
+        out: args.out_dir()?,
         conversations: args.conversations,
         parallel: args.parallel,
         force: args.force,

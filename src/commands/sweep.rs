@@ -108,9 +108,7 @@ pub fn cell_name(cell: &[String]) -> String {
 /// # Errors
 /// A bad grid key or value (naming the key and the valid ones), or anything `run` refuses.
 pub fn run(global: &GlobalArgs, args: SweepArgs) -> Result<ExitCode> {
-    if args.run.out.as_os_str().is_empty() {
-        bail!("--out DIR is required: the sweep's root folder (each cell gets a folder inside it)");
-    }
+    let root = args.run.out_dir()?.to_path_buf();
     let axes = parse_grid(&args.grid)?;
     let cells = expand_grid(&axes);
     // Check every cell's settings before generating anything.
@@ -121,20 +119,20 @@ pub fn run(global: &GlobalArgs, args: SweepArgs) -> Result<ExitCode> {
         let settings = resolve(&cell_args).with_context(|| format!("sweep cell {}", cell.join(", ")))?;
         planned.push((cell_name(cell), settings));
     }
-    check_out_dir(&args.run.out)?;
+    check_out_dir(&root)?;
     let record = serde_json::json!({
         "command": std::env::args().collect::<Vec<_>>(),
         "cwd": std::env::current_dir().ok(),
         "grid": axes,
         "cells": planned.iter().map(|(n, _)| n).collect::<Vec<_>>(),
     });
-    let sweep_file = args.run.out.join("sweep.json");
+    let sweep_file = root.join("sweep.json");
     std::fs::write(&sweep_file, serde_json::to_vec_pretty(&record)?)
         .with_context(|| format!("could not write '{}'", sweep_file.display()))?;
     let mut engines = Engines::default();
     let mut total = Outcome::default();
     for (i, (name, mut settings)) in planned.into_iter().enumerate() {
-        let out = args.run.out.join(&name);
+        let out = root.join(&name);
         check_out_dir(&out)?;
         fetch_models(global, &mut settings)?;
         if !global.quiet {
