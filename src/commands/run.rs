@@ -1,6 +1,7 @@
 //! `parrot run`: the I/O shell around the conversation driver. It resolves the config and flags into settings,
-//! checks every input before touching a model (config, model files, output folder), loads the two models, then
-//! runs `-n` conversations one after another, each into its own transcript, streaming the text to stdout.
+//! checks every input before touching a model (config, model files, output folder), loads the two models (or
+//! connects to their HTTP servers, see [`super::engines`]), then runs `-n` conversations one after another (or
+//! `--parallel N` at once against HTTP servers), each into its own transcript, streaming the text to stdout.
 //!
 //! Interruption: the first Ctrl-C stops generation at the next token and closes the transcript after its last
 //! complete turn with an `interrupted` summary; rerunning the same command resumes it. A second Ctrl-C exits at
@@ -16,6 +17,8 @@ use anstyle::{AnsiColor, Style};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
+use super::engines::{EngineArgs, RoleEngine, RoleSpec};
+use crate::backend::Backend;
 use crate::cli::GlobalArgs;
 use crate::config::Config;
 use crate::conversation::{run_conversation, Roles, Sink};
@@ -82,6 +85,9 @@ pub struct RunArgs {
     /// Start over: overwrite transcripts already in the output folder instead of resuming them.
     #[arg(long)]
     pub force: bool,
+    /// The engines of the two roles (in-process or HTTP).
+    #[command(flatten)]
+    pub engines: EngineArgs,
 }
 
 /// Settings resolved from the config file and the flags.
@@ -89,10 +95,14 @@ pub struct RunArgs {
 pub struct Settings {
     /// The configuration with every flag applied.
     pub config: Config,
-    /// Assistant GGUF.
-    pub assistant_model: PathBuf,
-    /// User GGUF.
-    pub user_model: PathBuf,
+    /// Assistant GGUF (for an HTTP role: optional, read for its chat template only).
+    pub assistant_model: Option<PathBuf>,
+    /// User GGUF (for an HTTP role: optional, read for its chat template only).
+    pub user_model: Option<PathBuf>,
+    /// The assistant's engine.
+    pub assistant_engine: RoleEngine,
+    /// The user's engine.
+    pub user_engine: RoleEngine,
     /// Seed of the first conversation.
     pub seed: u32,
 }
@@ -129,18 +139,18 @@ pub fn resolve(args: &RunArgs) -> Result<Settings> {
         config.user.model = Some(m.clone());
     }
     config.validate().map_err(|e| anyhow!("invalid settings: {e}"))?;
-    let assistant_model =
-        config.assistant.model.clone().ok_or_else(|| {
-            anyhow!("no assistant model: pass --assistant-model PATH or set `model` under [assistant]")
-        })?;
-    let user_model = config
-        .user
-        .model
-        .clone()
-        .ok_or_else(|| anyhow!("no user model: pass --user-model PATH or set `model` under [user]"))?;
+    let (assistant_engine, user_engine) = super::engines::resolve(&args.engines, &config)?;
+    let assistant_model = config.assistant.model.clone().map(PathBuf::from);
+    if assistant_model.is_none() && !assistant_engine.is_http() {
+        bail!("no assistant model: pass --assistant-model PATH or set `model` under [assistant]");
+    }
+    let user_model = config.user.model.clone().map(PathBuf::from);
+    if user_model.is_none() && !user_engine.is_http() {
+        bail!("no user model: pass --user-model PATH or set `model` under [user]");
+    }
     let seed = args.seed.or(config.seed).unwrap_or(42);
     config.seed = Some(seed);
-    Ok(Settings { config, assistant_model: assistant_model.into(), user_model: user_model.into(), seed })
+    Ok(Settings { config, assistant_model, user_model, assistant_engine, user_engine, seed })
 }
 
 /// Makes sure `dir` exists and is writable, before any model is loaded.
@@ -211,7 +221,8 @@ impl Sink for ConsoleSink {
         if let Some((file, conversation)) = &mut self.prompt_log {
             let line =
                 serde_json::json!({"conversation": conversation, "index": index, "speaker": speaker, "prompt": prompt});
-            writeln!(file, "{line}").context("could not write to the --prompt-log file")?;
+            // One write per line: parallel conversations append to the same file.
+            file.write_all(format!("{line}\n").as_bytes()).context("could not write to the --prompt-log file")?;
         }
         Ok(())
     }
@@ -233,55 +244,94 @@ impl Sink for ConsoleSink {
 /// Runs `parrot run`.
 ///
 /// # Errors
-/// Bad settings, unreadable models or an unwritable output folder, before anything is generated.
+/// Bad settings, unreadable models, unreachable servers or an unwritable output folder, before anything is
+/// generated.
 pub fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> {
     let settings = resolve(&args)?;
-    for path in [&settings.assistant_model, &settings.user_model] {
+    for path in settings.assistant_model.iter().chain(&settings.user_model) {
         crate::gguf::inspect(path)?;
     }
     check_out_dir(&args.out)?;
     generate(global, &args, &settings)
 }
 
-#[cfg(not(feature = "llama"))]
-fn generate(_: &GlobalArgs, _: &RunArgs, _: &Settings) -> Result<ExitCode> {
-    bail!("this parrot was built without the `llama` feature: rebuild with default features to run models")
-}
-
-#[cfg(feature = "llama")]
-fn generate(global: &GlobalArgs, args: &RunArgs, settings: &Settings) -> Result<ExitCode> {
-    use crate::backend::llama::{LlamaRole, LoadOptions};
-    use crate::backend::Backend;
-
+/// Opens both roles' backends (`warn`: print what an HTTP engine will not honour).
+fn open_roles(global: &GlobalArgs, args: &RunArgs, settings: &Settings, warn: bool) -> Result<[Box<dyn Backend>; 2]> {
     let config = &settings.config;
-    let cancel = cancel_flag();
-    let options = |m: &crate::config::ModelConfig, default_ctx: u32| LoadOptions {
-        n_ctx: m.n_ctx,
-        default_ctx,
-        threads: m.threads,
-        gpu_layers: m.gpu_layers,
-        chat_template: m.chat_template.clone(),
+    let budget_ctx = u32::try_from(config.total_tokens.saturating_mul(5) / 4 + 1024).unwrap_or(u32::MAX);
+    let a = RoleSpec {
+        role: "assistant",
+        engine: &settings.assistant_engine,
+        model: &config.assistant,
+        gguf: settings.assistant_model.as_deref(),
+        sampler: &config.sampler,
+        default_ctx: budget_ctx,
         verbose: global.verbose,
     };
-    let budget_ctx = u32::try_from(config.total_tokens.saturating_mul(5) / 4 + 1024).unwrap_or(u32::MAX);
-    let mut assistant = LlamaRole::load(&settings.assistant_model, &options(&config.assistant, budget_ctx))?;
-    let mut user = LlamaRole::load(&settings.user_model, &options(&config.user, 2048))?;
-    let config_json = serde_json::to_value(config)?;
-    write_run_file(&args.out, &config_json)?;
+    let u = RoleSpec {
+        role: "user",
+        engine: &settings.user_engine,
+        model: &config.user,
+        gguf: settings.user_model.as_deref(),
+        sampler: config.user_sampler(),
+        default_ctx: 2048,
+        verbose: global.verbose,
+    };
+    Ok([super::engines::open(&a, &args.engines, warn)?, super::engines::open(&u, &args.engines, warn)?])
+}
 
+fn generate(global: &GlobalArgs, args: &RunArgs, settings: &Settings) -> Result<ExitCode> {
+    let cancel = cancel_flag();
+    let [mut assistant, mut user] = open_roles(global, args, settings, true)?;
+    let config_json = serde_json::to_value(&settings.config)?;
+    write_run_file(&args.out, &config_json)?;
+    let run = OneRun { global, args, settings, config_json: &config_json, cancel };
+    if args.engines.parallel > 1 && args.conversations > 1 {
+        // The first pair checked that the servers answer; each worker opens its own.
+        drop((assistant, user));
+        return run.parallel();
+    }
     let mut failures = 0u32;
     for i in 0..args.conversations {
         if cancel.load(Ordering::SeqCst) {
             return Ok(ExitCode::from(130));
         }
-        let seed = settings.seed.wrapping_add(i);
+        match run.conversation(i, assistant.as_mut(), user.as_mut(), !global.quiet)? {
+            Some(EndReason::Interrupted) => return Ok(ExitCode::from(130)),
+            Some(EndReason::Error) => failures += 1,
+            _ => {}
+        }
+    }
+    Ok(if failures > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// What every conversation of one `parrot run` shares.
+struct OneRun<'a> {
+    global: &'a GlobalArgs,
+    args: &'a RunArgs,
+    settings: &'a Settings,
+    config_json: &'a serde_json::Value,
+    cancel: &'static AtomicBool,
+}
+
+impl OneRun<'_> {
+    /// Runs (or resumes, or skips) conversation `i` into its transcript; `None` when it was already finished.
+    fn conversation(
+        &self,
+        i: u32,
+        assistant: &mut dyn Backend,
+        user: &mut dyn Backend,
+        stream: bool,
+    ) -> Result<Option<EndReason>> {
+        let (global, args, config) = (self.global, self.args, &self.settings.config);
+        let seed = self.settings.seed.wrapping_add(i);
         let path = args.out.join(transcript_name(i));
         let header = Header {
             format: FORMAT_NAME.into(),
             format_version: FORMAT_VERSION,
             parrot_version: env!("CARGO_PKG_VERSION").into(),
             started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            config: config_json.clone(),
+            config: self.config_json.clone(),
             assistant_model: assistant.describe(),
             user_model: user.describe(),
             backend: assistant.name(),
@@ -289,14 +339,11 @@ fn generate(global: &GlobalArgs, args: &RunArgs, settings: &Settings) -> Result<
             seed,
             conversation_index: i,
         };
-        let (writer, done) = match open_transcript(&path, &header, args.force)? {
-            Some(v) => v,
-            None => {
-                if !global.quiet {
-                    eprintln!("{}: already finished, skipped", path.display());
-                }
-                continue;
+        let Some((writer, done)) = open_transcript(&path, &header, args.force)? else {
+            if !global.quiet {
+                eprintln!("{}: already finished, skipped", path.display());
             }
+            return Ok(None);
         };
         assistant.reset();
         user.reset();
@@ -311,35 +358,60 @@ fn generate(global: &GlobalArgs, args: &RunArgs, settings: &Settings) -> Result<
             )),
             None => None,
         };
-        let mut sink = ConsoleSink {
-            writer,
-            prompt_log,
-            quiet: global.quiet,
-            color: crate::output::stdout_color(global.no_color),
-        };
-        let mut roles = Roles { assistant: &mut assistant, user: &mut user };
-        let summary = run_conversation(config, &mut roles, seed, &done, &mut sink, cancel)?;
+        let mut sink =
+            ConsoleSink { writer, prompt_log, quiet: !stream, color: crate::output::stdout_color(global.no_color) };
+        let mut roles = Roles { assistant, user };
+        let summary = run_conversation(config, &mut roles, seed, &done, &mut sink, self.cancel)?;
         sink.writer.write(&Record::Summary(summary.clone()))?;
-        let tps = summary.assistant.tokens_per_s();
         eprintln!(
             "{}: {} messages, {} tokens, ended by {}, assistant {:.1} tok/s, user {:.1} tok/s",
             path.display(),
             summary.messages,
             summary.total_tokens,
             serde_json::to_value(summary.stop_reason)?.as_str().unwrap_or_default(),
-            tps,
+            summary.assistant.tokens_per_s(),
             summary.user.tokens_per_s()
         );
-        match summary.stop_reason {
-            EndReason::Interrupted => return Ok(ExitCode::from(130)),
-            EndReason::Error => {
-                failures += 1;
-                eprintln!("{}: error: {}", path.display(), summary.error.unwrap_or_default());
-            }
-            EndReason::Budget | EndReason::ContextFull => {}
+        if summary.stop_reason == EndReason::Error {
+            eprintln!("{}: error: {}", path.display(), summary.error.as_deref().unwrap_or_default());
         }
+        Ok(Some(summary.stop_reason))
     }
-    Ok(if failures > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+
+    /// `--parallel N`: N threads, each with its own pair of backends, take the next conversation until all are
+    /// done. Text is not streamed to stdout (it would interleave); each
+    /// conversation's summary line still goes to stderr.
+    fn parallel(&self) -> Result<ExitCode> {
+        let next = std::sync::atomic::AtomicU32::new(0);
+        let failures = std::sync::atomic::AtomicU32::new(0);
+        let interrupted = AtomicBool::new(false);
+        let workers = self.args.engines.parallel.min(self.args.conversations);
+        let worker = || -> Result<()> {
+            let [mut a, mut u] = open_roles(self.global, self.args, self.settings, false)?;
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= self.args.conversations || self.cancel.load(Ordering::SeqCst) {
+                    return Ok(());
+                }
+                match self.conversation(i, a.as_mut(), u.as_mut(), false)? {
+                    Some(EndReason::Interrupted) => interrupted.store(true, Ordering::SeqCst),
+                    Some(EndReason::Error) => {
+                        failures.fetch_add(1, Ordering::SeqCst);
+                    }
+                    _ => {}
+                }
+            }
+        };
+        let results: Vec<Result<()>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers).map(|_| scope.spawn(worker)).collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a worker thread panicked")))).collect()
+        });
+        results.into_iter().collect::<Result<Vec<()>>>()?;
+        if interrupted.load(Ordering::SeqCst) || self.cancel.load(Ordering::SeqCst) {
+            return Ok(ExitCode::from(130));
+        }
+        Ok(if failures.load(Ordering::SeqCst) > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    }
 }
 
 /// Records the exact command and resolved config next to the transcripts.

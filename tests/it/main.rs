@@ -2,5 +2,6 @@
 //! models installed by `scripts/fetch-test-models.sh`).
 
 mod common;
+mod http;
 mod readme;
 mod run;
