@@ -108,6 +108,81 @@ fn parrot_role(path: &Path, prompt: &str) -> (f64, f64, u32) {
     (median(prompt_rates), median(gen_rates), generated)
 }
 
+const PAR_TOKENS: u32 = 64;
+
+/// Aggregate generation tok/s of a bare batched loop: P sequences, one batch per step, greedy, EOS ignored.
+fn raw_parallel(path: &Path, prompt: &str, p: usize) -> f64 {
+    let b = backend(0).unwrap();
+    let model = LlamaModel::load_from_file(b, path, &LlamaModelParams::default()).unwrap();
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(512 * p as u32))
+        .with_n_seq_max(p as u32)
+        .with_n_batch(512)
+        .with_n_ubatch(512)
+        .with_n_threads(THREADS)
+        .with_n_threads_batch(THREADS);
+    let mut ctx = model.new_context(b, params).unwrap();
+    let tokens = model.vocab().tokenize(prompt.as_bytes(), true, false);
+    let mut batch = LlamaBatch::new(512, p as i32);
+    batch.clear();
+    for s in 0..p {
+        for (i, &t) in tokens.iter().enumerate() {
+            batch.add(t, i as i32, &[s as i32], i == tokens.len() - 1).unwrap();
+        }
+    }
+    ctx.decode(&mut batch).unwrap();
+    let mut samplers: Vec<_> = (0..p).map(|_| LlamaSampler::greedy()).collect();
+    let mut idx: Vec<i32> = (0..p).map(|s| ((s + 1) * tokens.len() - 1) as i32).collect();
+    let t = Instant::now();
+    for step in 0..PAR_TOKENS as usize {
+        let next: Vec<_> = (0..p).map(|s| samplers[s].sample(&ctx, idx[s])).collect();
+        batch.clear();
+        for (s, tok) in next.into_iter().enumerate() {
+            batch.add(tok, (tokens.len() + step) as i32, &[s as i32], true).unwrap();
+            idx[s] = s as i32;
+        }
+        ctx.decode(&mut batch).unwrap();
+    }
+    f64::from(PAR_TOKENS) * p as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Aggregate generation tok/s of parrot's engine: P jobs stepped together (EOS and stop rules active).
+fn parrot_parallel(path: &Path, prompt: &str, p: usize) -> f64 {
+    let opts = LoadOptions {
+        n_ctx: Some(512),
+        default_ctx: 512,
+        threads: Some(THREADS as u32),
+        n_seq: p as u32,
+        ..LoadOptions::default()
+    };
+    let mut role = LlamaRole::load(path, &opts).unwrap();
+    let sampler = SamplerConfig { temperature: 0.0, ..SamplerConfig::default() };
+    let cancel = AtomicBool::new(false);
+    let req = GenRequest { prompt, max_tokens: PAR_TOKENS, sampler: &sampler, seed: 1, cancel: &cancel };
+    let mut jobs: Vec<_> = (0..p).map(|s| role.begin(s, &req).unwrap()).collect();
+    // Evaluate the prompts first (one step fills them all), then time generation alone.
+    let mut refs: Vec<_> = jobs.iter_mut().collect();
+    role.step(&mut refs, &mut |_, _| {}).unwrap();
+    let t = Instant::now();
+    while refs.iter().any(|j| !j.is_done()) {
+        role.step(&mut refs, &mut |_, _| {}).unwrap();
+    }
+    let elapsed = t.elapsed().as_secs_f64();
+    let generated: u32 = jobs.into_iter().map(|j| j.finish().tokens).sum();
+    // The first token of each job was sampled during the prompt step.
+    f64::from(generated - p as u32) / elapsed
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 struct Quiet;
 impl Sink for Quiet {
     fn turn_started(&mut self, _: Speaker, _: &str) {}
@@ -137,6 +212,26 @@ fn main() {
             100.0 * pg / rg
         );
     }
+
+    let short = "Skye smiled at Mark across the table and said";
+    println!("\nparallel generation ({PAR_TOKENS} tokens per sequence, greedy), aggregate tok/s, median of {RUNS}");
+    for (name, path) in [("gemma3-270m", &gemma), ("smollm2-135m", &smol)] {
+        let mut base = (0.0, 0.0);
+        for p in [1usize, 2, 4, 8] {
+            let raw = median((0..RUNS).map(|_| raw_parallel(path, short, p)).collect());
+            let ours = median((0..RUNS).map(|_| parrot_parallel(path, short, p)).collect());
+            if p == 1 {
+                base = (raw, ours);
+            }
+            println!(
+                "{name:<12} P={p}: bare {raw:>6.1} tok/s ({:.2}x)  parrot {ours:>6.1} tok/s ({:.2}x)  parrot/bare {:.0}%",
+                raw / base.0,
+                ours / base.1,
+                100.0 * ours / raw
+            );
+        }
+    }
+    println!("peak RSS after the P=8 runs: {:.0} MiB", peak_rss_mib());
 
     let mut config = Config::from_str(parrot::commands::run::DEFAULT_CONFIG, Syntax::Toml, "date.toml").unwrap();
     config.total_tokens = 1024;

@@ -3,7 +3,7 @@
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::commands::{analyze::AnalyzeArgs, models::ModelsArgs, report::ReportArgs, run::RunArgs};
+use crate::commands::{analyze::AnalyzeArgs, models::ModelsArgs, report::ReportArgs, run::RunArgs, sweep::SweepArgs};
 
 /// Make two LLMs talk to each other for hundreds of turns, then measure how and when the conversation breaks down.
 #[derive(Debug, Parser)]
@@ -37,6 +37,8 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Generate conversations between an assistant model and a user model, one JSONL transcript each.
     Run(Box<RunArgs>),
+    /// Generate conversations for every cell of a grid of settings, one run folder per cell.
+    Sweep(Box<SweepArgs>),
     /// Find loops and breaks in transcripts (parrot's own, the original tool's logs, chat JSON, ShareGPT).
     Analyze(AnalyzeArgs),
     /// Render one offline HTML page that compares run folders.

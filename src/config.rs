@@ -67,30 +67,30 @@ pub const DEFAULT_ORDER: [SamplerStage; 8] = [
 #[serde(deny_unknown_fields, default)]
 pub struct SamplerConfig {
     /// Temperature; 0 picks the most likely token.
-    pub temperature: f32,
+    pub temperature: f64,
     /// Keep the k most likely tokens; 0 or negative (vLLM's -1) disables it.
     pub top_k: i32,
     /// Nucleus sampling threshold; 1 disables it.
-    pub top_p: f32,
+    pub top_p: f64,
     /// Drop tokens less likely than `min_p` × the top token's probability; 0 disables it.
-    pub min_p: f32,
+    pub min_p: f64,
     /// Locally typical sampling; 1 disables it. Also spelled `typical`.
     #[serde(alias = "typical")]
-    pub typical_p: f32,
+    pub typical_p: f64,
     /// CTRL repetition penalty; 1 disables it. Also spelled `repetition_penalty` (vLLM) and `rep_pen` (koboldcpp).
     #[serde(alias = "repetition_penalty", alias = "rep_pen")]
-    pub repeat_penalty: f32,
+    pub repeat_penalty: f64,
     /// How many recent tokens the penalties look at; -1 means the whole context, 0 disables. Also `rep_pen_range`.
     #[serde(alias = "rep_pen_range")]
     pub repeat_last_n: i32,
     /// OpenAI-style frequency penalty; 0 disables it.
-    pub frequency_penalty: f32,
+    pub frequency_penalty: f64,
     /// OpenAI-style presence penalty; 0 disables it.
-    pub presence_penalty: f32,
+    pub presence_penalty: f64,
     /// DRY multiplier; 0 disables DRY.
-    pub dry_multiplier: f32,
+    pub dry_multiplier: f64,
     /// DRY base.
-    pub dry_base: f32,
+    pub dry_base: f64,
     /// DRY: repeated sequences up to this length are not penalised.
     pub dry_allowed_length: i32,
     /// DRY: how many recent tokens to scan; -1 means the whole context. Also `dry_range` (aphrodite).
@@ -99,16 +99,16 @@ pub struct SamplerConfig {
     /// DRY sequence breakers.
     pub dry_sequence_breakers: Vec<String>,
     /// XTC probability; 0 disables XTC.
-    pub xtc_probability: f32,
+    pub xtc_probability: f64,
     /// XTC threshold.
-    pub xtc_threshold: f32,
+    pub xtc_threshold: f64,
     /// Mirostat version: 0 off, 2 for mirostat v2 (v1 is not supported). Also `mirostat_mode`.
     #[serde(alias = "mirostat_mode")]
     pub mirostat: u8,
     /// Mirostat target entropy.
-    pub mirostat_tau: f32,
+    pub mirostat_tau: f64,
     /// Mirostat learning rate.
-    pub mirostat_eta: f32,
+    pub mirostat_eta: f64,
     /// Fixed sampler seed; by default each conversation's seed is used.
     pub seed: Option<u32>,
     /// Strings that end a turn (cut before them). The original uses `["\n"]` to keep turns on one line.

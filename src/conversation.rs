@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::backend::{Backend, GenRequest, Interrupted};
+use crate::backend::{Backend, GenRequest, Generation, Interrupted};
 use crate::chat_template::ChatMessage;
 use crate::config::Config;
 use crate::transcript::{EndReason, Speaker, SpeakerTotals, StopReason, Summary, Timings, TurnRecord};
@@ -86,12 +86,234 @@ fn window_len(config: &Config, history: &[(Speaker, String)]) -> usize {
     history.iter().filter(|(s, _)| *s != Speaker::System).count().min(config.user_memory)
 }
 
-/// Runs (or resumes) one conversation. `done` holds turns already in the transcript (for resume; empty for a new
-/// conversation, in which case the opening messages are emitted first).
+/// One planned turn: what to ask a backend for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnPlan {
+    /// Index the message will have.
+    pub index: u32,
+    /// Who speaks.
+    pub speaker: Speaker,
+    /// The full prompt: rendered template plus the forced prefix.
+    pub prompt: String,
+    /// The turn's token limit.
+    pub max_tokens: u32,
+    /// The turn's sampler seed.
+    pub seed: u32,
+    /// User turns: oldest window messages dropped to fit the context.
+    pub dropped: u32,
+}
+
+/// What a conversation needs next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    /// Generate this turn, then call [`Dialogue::finish`].
+    Generate(TurnPlan),
+    /// The conversation is over.
+    End(Summary),
+}
+
+/// A conversation as a state machine: [`Dialogue::next`] plans the next turn, a backend generates it (alone, or
+/// batched with other conversations' turns), [`Dialogue::finish`] records it. [`run_conversation`] is the simple
+/// loop over it; the parallel scheduler interleaves many.
+pub struct Dialogue<'c> {
+    config: &'c Config,
+    seed: u32,
+    started: Instant,
+    history: Vec<(Speaker, String)>,
+    totals: (SpeakerTotals, SpeakerTotals),
+    tokens_so_far: u64,
+}
+
+impl<'c> Dialogue<'c> {
+    /// Starts a conversation, or resumes one from the turns already in its transcript (`done`). A new
+    /// conversation emits its opening messages to `sink` first.
+    ///
+    /// # Errors
+    /// When the sink fails.
+    pub fn start(config: &'c Config, seed: u32, done: &[TurnRecord], sink: &mut dyn Sink) -> Result<Self> {
+        let mut d = Dialogue {
+            config,
+            seed,
+            started: Instant::now(),
+            history: Vec::new(),
+            totals: (SpeakerTotals::default(), SpeakerTotals::default()),
+            tokens_so_far: config.initial_tokens,
+        };
+        if done.is_empty() {
+            for (i, m) in config.conversation.iter().enumerate() {
+                let record = TurnRecord {
+                    index: u32::try_from(i)?,
+                    speaker: m.role,
+                    text: m.content.clone(),
+                    prefix: String::new(),
+                    opening: true,
+                    tokens: 0,
+                    prompt_tokens: 0,
+                    prompt_tokens_evaluated: 0,
+                    dropped_messages: 0,
+                    stop_reason: None,
+                    max_tokens: None,
+                    tokens_so_far: d.tokens_so_far,
+                    timings: None,
+                };
+                sink.turn(&record)?;
+                d.history.push((m.role, m.content.clone()));
+            }
+        } else {
+            for t in done {
+                d.history.push((t.speaker, t.text.clone()));
+                if !t.opening {
+                    d.tokens_so_far += u64::from(t.tokens);
+                    d.totals_mut(t.speaker).add(t);
+                }
+            }
+        }
+        Ok(d)
+    }
+
+    fn totals_mut(&mut self, speaker: Speaker) -> &mut SpeakerTotals {
+        match speaker {
+            Speaker::Assistant => &mut self.totals.0,
+            _ => &mut self.totals.1,
+        }
+    }
+
+    /// The summary of the conversation so far, ending it for `reason`.
+    #[must_use]
+    pub fn summary(&self, stop_reason: EndReason, error: Option<String>) -> Summary {
+        Summary {
+            stop_reason,
+            error,
+            messages: u32::try_from(self.history.len()).unwrap_or(u32::MAX),
+            total_tokens: self.tokens_so_far,
+            wall_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+            assistant: self.totals.0,
+            user: self.totals.1,
+        }
+    }
+
+    /// The forced prefix of `speaker`.
+    #[must_use]
+    pub fn prefix(&self, speaker: Speaker) -> &'c str {
+        match speaker {
+            Speaker::Assistant => &self.config.agent_prefix,
+            _ => &self.config.user_prefix,
+        }
+    }
+
+    /// The sampler of `speaker`.
+    #[must_use]
+    pub fn sampler(&self, speaker: Speaker) -> &'c crate::config::SamplerConfig {
+        match speaker {
+            Speaker::Assistant => &self.config.sampler,
+            _ => self.config.user_sampler(),
+        }
+    }
+
+    /// Plans the next turn: who speaks, with which prompt (fitted to that backend's context) and token limit.
+    ///
+    /// # Errors
+    /// When a backend cannot count tokens.
+    pub fn next(&self, assistant: &dyn Backend, user: &dyn Backend) -> Result<Next> {
+        let config = self.config;
+        if self.tokens_so_far >= config.total_tokens {
+            return Ok(Next::End(self.summary(EndReason::Budget, None)));
+        }
+        let speaker = match self.history.last() {
+            Some((Speaker::Assistant, _)) => Speaker::User,
+            _ => Speaker::Assistant,
+        };
+        let left = config.total_tokens - self.tokens_so_far;
+        let max_tokens = config.turn_max_tokens.min(u32::try_from(left).unwrap_or(u32::MAX));
+        let backend = if speaker == Speaker::Assistant { assistant } else { user };
+        let prefix = self.prefix(speaker);
+        let mut dropped = 0usize;
+        loop {
+            let messages = match speaker {
+                Speaker::Assistant => self.history.iter().map(|(s, t)| ChatMessage::new(*s, t.clone())).collect(),
+                _ => user_view(config, &self.history, dropped),
+            };
+            let prompt = match backend.render(&messages) {
+                Ok(p) => p + prefix,
+                Err(e) => return Ok(Next::End(self.summary(EndReason::Error, Some(format!("{e:#}"))))),
+            };
+            let n = backend.count_tokens(&prompt)?;
+            if u64::from(n) + u64::from(max_tokens) <= u64::from(backend.n_ctx()) {
+                let index = u32::try_from(self.history.len())?;
+                return Ok(Next::Generate(TurnPlan {
+                    index,
+                    speaker,
+                    prompt,
+                    max_tokens,
+                    seed: turn_seed(self.seed, index),
+                    dropped: u32::try_from(dropped)?,
+                }));
+            }
+            if speaker == Speaker::User && dropped + 1 < window_len(config, &self.history) {
+                dropped += 1;
+                continue;
+            }
+            return Ok(Next::End(self.summary(EndReason::ContextFull, None)));
+        }
+    }
+
+    /// Records the outcome of a planned turn. Returns the summary when the conversation ends here (backend error,
+    /// Ctrl-C, context full); otherwise `None` and [`Dialogue::next`] goes on.
+    ///
+    /// # Errors
+    /// When the sink fails.
+    pub fn finish(
+        &mut self,
+        plan: TurnPlan,
+        generated: Result<Generation>,
+        sink: &mut dyn Sink,
+    ) -> Result<Option<Summary>> {
+        let g = match generated {
+            Ok(g) => g,
+            Err(e) if e.is::<Interrupted>() => return Ok(Some(self.summary(EndReason::Interrupted, None))),
+            Err(e) => return Ok(Some(self.summary(EndReason::Error, Some(format!("{e:#}"))))),
+        };
+        if g.stop_reason == StopReason::ContextFull && g.tokens == 0 {
+            return Ok(Some(self.summary(EndReason::ContextFull, None)));
+        }
+        self.tokens_so_far += u64::from(g.tokens);
+        let prefix = self.prefix(plan.speaker);
+        let text = format!("{prefix}{}", g.text);
+        let record = TurnRecord {
+            index: plan.index,
+            speaker: plan.speaker,
+            text: text.clone(),
+            prefix: prefix.to_string(),
+            opening: false,
+            tokens: g.tokens,
+            prompt_tokens: g.prompt_tokens,
+            prompt_tokens_evaluated: g.prompt_tokens_evaluated,
+            dropped_messages: plan.dropped,
+            stop_reason: Some(g.stop_reason),
+            max_tokens: Some(plan.max_tokens),
+            tokens_so_far: self.tokens_so_far,
+            timings: Some(Timings {
+                prompt_ms: g.prompt_ms,
+                generation_ms: g.generation_ms,
+                tokens_per_s: if g.generation_ms > 0.0 { f64::from(g.tokens) * 1000.0 / g.generation_ms } else { 0.0 },
+            }),
+        };
+        self.totals_mut(plan.speaker).add(&record);
+        sink.turn(&record)?;
+        self.history.push((plan.speaker, text));
+        if g.stop_reason == StopReason::ContextFull {
+            return Ok(Some(self.summary(EndReason::ContextFull, None)));
+        }
+        Ok(None)
+    }
+}
+
+/// Runs (or resumes) one conversation to its end. `done` holds turns already in the transcript (for resume; empty
+/// for a new conversation, in which case the opening messages are emitted first).
 ///
 /// # Errors
-/// Only when the sink fails. Backend failures end the conversation with [`EndReason::Error`]; Ctrl-C with
-/// [`EndReason::Interrupted`].
+/// Only when the sink fails or a backend cannot count tokens. Backend generation failures end the conversation
+/// with [`EndReason::Error`]; Ctrl-C with [`EndReason::Interrupted`].
 pub fn run_conversation(
     config: &Config,
     roles: &mut Roles<'_>,
@@ -100,145 +322,27 @@ pub fn run_conversation(
     sink: &mut dyn Sink,
     cancel: &AtomicBool,
 ) -> Result<Summary> {
-    let started = Instant::now();
-    let mut history: Vec<(Speaker, String)> = Vec::new();
-    let mut totals = (SpeakerTotals::default(), SpeakerTotals::default());
-    let mut tokens_so_far = config.initial_tokens;
-    if done.is_empty() {
-        for (i, m) in config.conversation.iter().enumerate() {
-            let record = TurnRecord {
-                index: u32::try_from(i)?,
-                speaker: m.role,
-                text: m.content.clone(),
-                prefix: String::new(),
-                opening: true,
-                tokens: 0,
-                prompt_tokens: 0,
-                prompt_tokens_evaluated: 0,
-                dropped_messages: 0,
-                stop_reason: None,
-                max_tokens: None,
-                tokens_so_far,
-                timings: None,
-            };
-            sink.turn(&record)?;
-            history.push((m.role, m.content.clone()));
-        }
-    } else {
-        for t in done {
-            history.push((t.speaker, t.text.clone()));
-            if !t.opening {
-                tokens_so_far += u64::from(t.tokens);
-                match t.speaker {
-                    Speaker::Assistant => totals.0.add(t),
-                    _ => totals.1.add(t),
-                }
-            }
-        }
-    }
-    let summary = |stop_reason,
-                   error: Option<String>,
-                   history: &Vec<(Speaker, String)>,
-                   totals: &(SpeakerTotals, SpeakerTotals),
-                   tokens| Summary {
-        stop_reason,
-        error,
-        messages: u32::try_from(history.len()).unwrap_or(u32::MAX),
-        total_tokens: tokens,
-        wall_ms: started.elapsed().as_secs_f64() * 1000.0,
-        assistant: totals.0,
-        user: totals.1,
-    };
-
+    let mut dialogue = Dialogue::start(config, seed, done, sink)?;
     loop {
-        if tokens_so_far >= config.total_tokens {
-            return Ok(summary(EndReason::Budget, None, &history, &totals, tokens_so_far));
-        }
-        let speaker = match history.last() {
-            Some((Speaker::Assistant, _)) => Speaker::User,
-            _ => Speaker::Assistant,
+        let plan = match dialogue.next(&*roles.assistant, &*roles.user)? {
+            Next::End(summary) => return Ok(summary),
+            Next::Generate(plan) => plan,
         };
-        let left = config.total_tokens - tokens_so_far;
-        let max_tokens = config.turn_max_tokens.min(u32::try_from(left).unwrap_or(u32::MAX));
-        let (backend, prefix, sampler) = match speaker {
-            Speaker::Assistant => (&mut *roles.assistant, config.agent_prefix.as_str(), &config.sampler),
-            _ => (&mut *roles.user, config.user_prefix.as_str(), config.user_sampler()),
+        sink.prompt(plan.index, plan.speaker, &plan.prompt)?;
+        sink.turn_started(plan.speaker, dialogue.prefix(plan.speaker));
+        let backend: &mut dyn Backend =
+            if plan.speaker == Speaker::Assistant { &mut *roles.assistant } else { &mut *roles.user };
+        let request = GenRequest {
+            prompt: &plan.prompt,
+            max_tokens: plan.max_tokens,
+            sampler: dialogue.sampler(plan.speaker),
+            seed: plan.seed,
+            cancel,
         };
-
-        // Build a prompt that fits: prompt tokens + max_tokens <= n_ctx.
-        let mut dropped = 0usize;
-        let prompt = loop {
-            let messages = match speaker {
-                Speaker::Assistant => history.iter().map(|(s, t)| ChatMessage::new(*s, t.clone())).collect(),
-                _ => user_view(config, &history, dropped),
-            };
-            let prompt = match backend.render(&messages) {
-                Ok(p) => p + prefix,
-                Err(e) => {
-                    return Ok(summary(EndReason::Error, Some(format!("{e:#}")), &history, &totals, tokens_so_far))
-                }
-            };
-            let n = backend.count_tokens(&prompt)?;
-            if u64::from(n) + u64::from(max_tokens) <= u64::from(backend.n_ctx()) {
-                break Some(prompt);
-            }
-            if speaker == Speaker::User && dropped + 1 < window_len(config, &history) {
-                dropped += 1;
-                continue;
-            }
-            break None;
-        };
-        let Some(prompt) = prompt else {
-            return Ok(summary(EndReason::ContextFull, None, &history, &totals, tokens_so_far));
-        };
-
-        let index = u32::try_from(history.len())?;
-        sink.prompt(index, speaker, &prompt)?;
-        sink.turn_started(speaker, prefix);
-        let request = GenRequest { prompt: &prompt, max_tokens, sampler, seed: turn_seed(seed, index), cancel };
-        let generated = {
-            let mut on_piece = |p: &str| sink.piece(speaker, p);
-            backend.generate(&request, &mut on_piece)
-        };
-        let g = match generated {
-            Ok(g) => g,
-            Err(e) if e.is::<Interrupted>() => {
-                return Ok(summary(EndReason::Interrupted, None, &history, &totals, tokens_so_far));
-            }
-            Err(e) => return Ok(summary(EndReason::Error, Some(format!("{e:#}")), &history, &totals, tokens_so_far)),
-        };
-        if g.stop_reason == StopReason::ContextFull && g.tokens == 0 {
-            return Ok(summary(EndReason::ContextFull, None, &history, &totals, tokens_so_far));
-        }
-        tokens_so_far += u64::from(g.tokens);
-        let text = format!("{prefix}{}", g.text);
-        let record = TurnRecord {
-            index,
-            speaker,
-            text: text.clone(),
-            prefix: prefix.to_string(),
-            opening: false,
-            tokens: g.tokens,
-            prompt_tokens: g.prompt_tokens,
-            prompt_tokens_evaluated: g.prompt_tokens_evaluated,
-            dropped_messages: u32::try_from(dropped)?,
-            stop_reason: Some(g.stop_reason),
-            max_tokens: Some(max_tokens),
-            tokens_so_far,
-            timings: Some(Timings {
-                prompt_ms: g.prompt_ms,
-                generation_ms: g.generation_ms,
-                tokens_per_s: if g.generation_ms > 0.0 { f64::from(g.tokens) * 1000.0 / g.generation_ms } else { 0.0 },
-            }),
-        };
-        match speaker {
-            Speaker::Assistant => totals.0.add(&record),
-            _ => totals.1.add(&record),
-        }
-        sink.turn(&record)?;
-        history.push((speaker, text));
-        if g.stop_reason == StopReason::ContextFull {
-            return Ok(summary(EndReason::ContextFull, None, &history, &totals, tokens_so_far));
+        let speaker = plan.speaker;
+        let generated = backend.generate(&request, &mut |p: &str| sink.piece(speaker, p));
+        if let Some(summary) = dialogue.finish(plan, generated, sink)? {
+            return Ok(summary);
         }
     }
 }
@@ -339,6 +443,7 @@ mod tests {
     fn the_user_window_shrinks_to_fit_its_context_and_records_it() {
         let mut c = config();
         c.conversation = vec![OpeningMessage { role: Speaker::User, content: "w ".repeat(30) }];
+        c.user_system = "Be Mark.".into();
         c.turn_max_tokens = 4;
         c.total_tokens = 12;
         let mut a = Scripted::new(&[" a b"], 10_000);

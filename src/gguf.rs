@@ -79,6 +79,20 @@ impl GgufInfo {
         self.get_str("tokenizer.chat_template")
     }
 
+    /// Bytes of f16 KV cache one token takes: layers × KV heads × (key + value head size) × 2.
+    #[must_use]
+    pub fn kv_bytes_per_token(&self) -> Option<u64> {
+        let arch = self.architecture()?;
+        let int = |k: &str| self.get_int(&format!("{arch}.{k}")).and_then(|v| u64::try_from(v).ok());
+        let layers = int("block_count")?;
+        let heads = int("attention.head_count")?;
+        let kv_heads = int("attention.head_count_kv").unwrap_or(heads);
+        let head_dim = int("embedding_length")? / heads.max(1);
+        let k = int("attention.key_length").unwrap_or(head_dim);
+        let v = int("attention.value_length").unwrap_or(head_dim);
+        Some(layers * kv_heads * (k + v) * 2)
+    }
+
     /// `<arch>.context_length`: the context the model was trained with.
     #[must_use]
     pub fn context_length(&self) -> Option<u32> {

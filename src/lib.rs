@@ -24,7 +24,9 @@ pub mod commands;
 pub mod config;
 pub mod conversation;
 pub mod gguf;
+pub mod models;
 pub mod output;
+pub mod report;
 pub mod transcript;
 
 /// Version string with git commit and enabled features, embedded by `build.rs`.

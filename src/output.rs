@@ -10,8 +10,9 @@ use tracing_subscriber::EnvFilter;
 /// parrot's own info, `-vv` debug (and llama.cpp's log, see the llama backend). `RUST_LOG` overrides all.
 pub fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "warn",
-        1 => "warn,parrot=info",
+        // hf-hub logs every failed retry as an error; parrot reports the outcome itself.
+        0 => "warn,hf_hub=off",
+        1 => "warn,hf_hub=warn,parrot=info",
         _ => "info,parrot=debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
@@ -32,4 +33,13 @@ pub fn progress_bar(len: u64, quiet: bool) -> ProgressBar {
     } else {
         ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr())
     }
+}
+
+/// `MemAvailable` from `/proc/meminfo`, in bytes (None where it cannot be read).
+#[must_use]
+pub fn memory_available() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

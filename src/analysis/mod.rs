@@ -6,6 +6,15 @@
 
 use std::collections::BTreeMap;
 
+pub mod detectors;
+pub mod dir;
+pub mod formats;
+pub mod legacy;
+pub mod metrics;
+pub mod text;
+
+pub use dir::{analyze_paths, load_saved, save, DirAnalysis, FileError, ANALYSIS_VERSION};
+
 use serde::{Deserialize, Serialize};
 
 use crate::transcript::{Speaker, StopReason};
@@ -173,4 +182,40 @@ pub struct ConversationAnalysis {
     pub message_lengths: Vec<usize>,
     /// Speaker of every message, for timelines.
     pub message_speakers: Vec<Speaker>,
+}
+
+/// Analyzes one conversation: the original's score, every detector on both speakers, and the standard metrics.
+/// Pure and deterministic.
+#[must_use]
+pub fn analyze(conv: &Conversation) -> ConversationAnalysis {
+    let detectors = detectors::run_all(conv);
+    let first_onset =
+        detectors.values().flat_map(|d| [&d.assistant, &d.user]).filter(|d| d.detected).filter_map(|d| d.onset).min();
+    let speaker_texts = |s: Speaker| -> Vec<&str> {
+        conv.messages.iter().filter(|m| m.speaker == s && !m.opening).map(|m| detectors::body(conv, m)).collect()
+    };
+    let count = |s: Speaker| conv.messages.iter().filter(|m| m.speaker == s).count();
+    let total_tokens = conv.messages.iter().rev().find_map(|m| m.tokens_so_far).or_else(|| {
+        let sum: u64 = conv.messages.iter().filter_map(|m| m.tokens).map(u64::from).sum();
+        conv.messages.iter().any(|m| m.tokens.is_some()).then_some(sum)
+    });
+    ConversationAnalysis {
+        source: conv.source.clone(),
+        format: conv.format,
+        messages: conv.messages.len(),
+        assistant_turns: count(Speaker::Assistant),
+        user_turns: count(Speaker::User),
+        total_tokens,
+        tokens_per_s: conv.tokens_per_s,
+        complete: conv.complete,
+        legacy: legacy::score(conv),
+        detectors,
+        metrics: PerSpeaker {
+            assistant: metrics::speaker_metrics(&speaker_texts(Speaker::Assistant)),
+            user: metrics::speaker_metrics(&speaker_texts(Speaker::User)),
+        },
+        first_onset,
+        message_lengths: conv.messages.iter().map(|m| m.text.chars().count()).collect(),
+        message_speakers: conv.messages.iter().map(|m| m.speaker).collect(),
+    }
 }

@@ -70,6 +70,8 @@ pub struct LoadOptions {
     pub chat_template: Option<String>,
     /// `-v` count, for llama.cpp's log.
     pub verbose: u8,
+    /// Sequences (conversations) the context holds at once; each gets the full `n_ctx`. 0 means 1.
+    pub n_seq: u32,
 }
 
 fn load_model(path: &Path, gpu_layers: Option<u32>, verbose: u8) -> Result<&'static LlamaModel> {
@@ -96,9 +98,63 @@ pub struct LlamaRole {
     ctx: LlamaContext<'static>,
     template: ChatTemplate,
     record: ModelRecord,
-    cached: Vec<LlamaToken>,
+    /// Tokens in the KV cache, per sequence.
+    cached: Vec<Vec<LlamaToken>>,
     batch: LlamaBatch<'static>,
+    /// Context size of one sequence.
     n_ctx: u32,
+}
+
+/// One turn being generated on one sequence of a [`LlamaRole`]'s context. Created by [`LlamaRole::begin`],
+/// advanced by [`LlamaRole::step`] together with the other sequences' jobs, turned into a [`Generation`] by
+/// [`SeqJob::finish`].
+pub struct SeqJob {
+    seq: usize,
+    tokens: Vec<LlamaToken>,
+    next_prompt: usize,
+    sampler: Option<LlamaSampler>,
+    max_tokens: u32,
+    stops: Vec<String>,
+    hold: usize,
+    text: String,
+    emitted: usize,
+    utf8: Utf8Stream,
+    n_gen: u32,
+    pending: Option<LlamaToken>,
+    logits_at: Option<i32>,
+    started: Instant,
+    gen_started: Option<Instant>,
+    prompt_ms: f64,
+    evaluated: u32,
+    done: Option<StopReason>,
+}
+
+impl SeqJob {
+    /// The sequence this job runs on.
+    #[must_use]
+    pub fn seq(&self) -> usize {
+        self.seq
+    }
+
+    /// Whether the turn is complete.
+    #[must_use]
+    pub fn is_done(&self) -> bool {
+        self.done.is_some()
+    }
+
+    /// The finished turn.
+    #[must_use]
+    pub fn finish(self) -> Generation {
+        Generation {
+            text: self.text,
+            tokens: self.n_gen,
+            prompt_tokens: u32::try_from(self.tokens.len()).unwrap_or(u32::MAX),
+            prompt_tokens_evaluated: self.evaluated,
+            stop_reason: self.done.unwrap_or(StopReason::Error),
+            prompt_ms: self.prompt_ms,
+            generation_ms: self.gen_started.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0),
+        }
+    }
 }
 
 fn piece_string(model: &LlamaModel, token: LlamaToken) -> String {
@@ -115,21 +171,26 @@ impl LlamaRole {
         let info = crate::gguf::inspect(path)?;
         let model = load_model(path, opts.gpu_layers, opts.verbose)?;
         let trained = model.n_ctx_train();
-        let n_ctx = opts.n_ctx.unwrap_or_else(|| opts.default_ctx.min(trained.max(512)));
+        // llama.cpp pads each sequence's context to a multiple of 256; do it here so that the size recorded and
+        // checked is the real one.
+        let n_ctx = opts.n_ctx.unwrap_or_else(|| opts.default_ctx.min(trained.max(512))).div_ceil(256) * 256;
+        let n_seq = opts.n_seq.max(1);
         let threads = opts.threads.map_or_else(
             || std::thread::available_parallelism().map_or(2, |n| i32::try_from(n.get()).unwrap_or(2)),
             |t| i32::try_from(t).unwrap_or(i32::MAX),
         );
-        let n_ctx_nz = NonZeroU32::new(n_ctx).ok_or_else(|| anyhow!("n_ctx must be at least 1"))?;
+        let total = n_ctx.checked_mul(n_seq).ok_or_else(|| anyhow!("n_ctx × --parallel is too large"))?;
+        let n_ctx_nz = NonZeroU32::new(total).ok_or_else(|| anyhow!("n_ctx must be at least 1"))?;
         let params = LlamaContextParams::default()
             .with_n_ctx(Some(n_ctx_nz))
+            .with_n_seq_max(n_seq)
             .with_n_batch(N_BATCH)
             .with_n_ubatch(N_BATCH)
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
         let ctx = model
             .new_context(backend(opts.verbose)?, params)
-            .map_err(|e| anyhow!("could not create a {n_ctx}-token context for '{}': {e}", path.display()))?;
+            .map_err(|e| anyhow!("could not create a {n_seq} × {n_ctx}-token context for '{}': {e}", path.display()))?;
         let (text, source) =
             chat_template::select(opts.chat_template.as_deref(), info.chat_template(), info.architecture())?;
         let vocab = model.vocab();
@@ -141,16 +202,16 @@ impl LlamaRole {
             file_size: Some(info.file_size),
             name: info.name().map(str::to_string),
             architecture: info.architecture().map(str::to_string),
-            n_ctx: ctx.n_ctx(),
+            n_ctx,
             chat_template_source: template.source.clone(),
         };
         Ok(LlamaRole {
             model,
-            n_ctx: ctx.n_ctx(),
+            n_ctx,
             ctx,
             template,
             record,
-            cached: Vec::new(),
+            cached: vec![Vec::new(); n_seq as usize],
             batch: LlamaBatch::new(N_BATCH as usize, 1),
         })
     }
@@ -166,6 +227,7 @@ impl LlamaRole {
         tokens
     }
 
+    #[allow(clippy::cast_possible_truncation)] // llama.cpp's samplers take f32; config values are small.
     fn build_sampler(&self, cfg: &SamplerConfig, seed: u32) -> LlamaSampler {
         let n_vocab = self.model.n_vocab();
         let whole = |n: i32| if n < 0 { i32::try_from(self.n_ctx).unwrap_or(i32::MAX) } else { n };
@@ -180,16 +242,16 @@ impl LlamaRole {
                         chain.push(LlamaSampler::penalties(
                             n_vocab,
                             whole(cfg.repeat_last_n),
-                            cfg.repeat_penalty,
-                            cfg.frequency_penalty,
-                            cfg.presence_penalty,
+                            cfg.repeat_penalty as f32,
+                            cfg.frequency_penalty as f32,
+                            cfg.presence_penalty as f32,
                         ));
                     }
                 }
                 SamplerStage::Dry if cfg.dry_multiplier > 0.0 => chain.push(LlamaSampler::dry(
                     self.model,
-                    cfg.dry_multiplier,
-                    cfg.dry_base,
+                    cfg.dry_multiplier as f32,
+                    cfg.dry_base as f32,
                     cfg.dry_allowed_length,
                     whole(cfg.dry_penalty_last_n),
                     &cfg.dry_sequence_breakers,
@@ -197,19 +259,23 @@ impl LlamaRole {
                 // Mirostat replaces the truncation samplers and temperature, as in llama.cpp's common sampler.
                 _ if mirostat => {}
                 SamplerStage::TopK if cfg.top_k > 0 => chain.push(LlamaSampler::top_k(cfg.top_k)),
-                SamplerStage::TypicalP if cfg.typical_p < 1.0 => chain.push(LlamaSampler::typical(cfg.typical_p, 1)),
-                SamplerStage::TopP if cfg.top_p < 1.0 => chain.push(LlamaSampler::top_p(cfg.top_p, 1)),
-                SamplerStage::MinP if cfg.min_p > 0.0 => chain.push(LlamaSampler::min_p(cfg.min_p, 1)),
-                SamplerStage::Xtc if cfg.xtc_probability > 0.0 => {
-                    chain.push(LlamaSampler::xtc(cfg.xtc_probability, cfg.xtc_threshold, 1, seed));
+                SamplerStage::TypicalP if cfg.typical_p < 1.0 => {
+                    chain.push(LlamaSampler::typical(cfg.typical_p as f32, 1))
                 }
-                SamplerStage::Temperature if cfg.temperature > 0.0 => chain.push(LlamaSampler::temp(cfg.temperature)),
+                SamplerStage::TopP if cfg.top_p < 1.0 => chain.push(LlamaSampler::top_p(cfg.top_p as f32, 1)),
+                SamplerStage::MinP if cfg.min_p > 0.0 => chain.push(LlamaSampler::min_p(cfg.min_p as f32, 1)),
+                SamplerStage::Xtc if cfg.xtc_probability > 0.0 => {
+                    chain.push(LlamaSampler::xtc(cfg.xtc_probability as f32, cfg.xtc_threshold as f32, 1, seed));
+                }
+                SamplerStage::Temperature if cfg.temperature > 0.0 => {
+                    chain.push(LlamaSampler::temp(cfg.temperature as f32))
+                }
                 _ => {}
             }
         }
         if mirostat {
-            chain.push(LlamaSampler::temp(cfg.temperature));
-            chain.push(LlamaSampler::mirostat_v2(seed, cfg.mirostat_tau, cfg.mirostat_eta));
+            chain.push(LlamaSampler::temp(cfg.temperature as f32));
+            chain.push(LlamaSampler::mirostat_v2(seed, cfg.mirostat_tau as f32, cfg.mirostat_eta as f32));
         } else if cfg.temperature <= 0.0 {
             chain.push(LlamaSampler::greedy());
         } else {
@@ -218,39 +284,191 @@ impl LlamaRole {
         LlamaSampler::chain_simple(chain)
     }
 
-    /// Decodes `tokens` at positions `start..`, requesting logits for the last one only.
-    fn decode_prompt(&mut self, tokens: &[LlamaToken], start: usize) -> Result<(), DecodeError> {
-        let last = tokens.len().saturating_sub(1);
-        for (chunk_no, chunk) in tokens[start..].chunks(N_BATCH as usize).enumerate() {
-            self.batch.clear();
-            for (i, &t) in chunk.iter().enumerate() {
-                let pos = start + chunk_no * N_BATCH as usize + i;
-                self.batch
-                    .add(t, i32::try_from(pos).unwrap_or(i32::MAX), &[0], pos == last)
-                    .map_err(|_| DecodeError::NoKvCacheSlot)?;
-            }
-            self.ctx.decode(&mut self.batch)?;
-        }
-        Ok(())
-    }
-
-    /// Keeps the cached prefix shared with `tokens` and returns where evaluation must start.
-    fn reuse_prefix(&mut self, tokens: &[LlamaToken]) -> usize {
-        let mut common = self.cached.iter().zip(tokens).take_while(|(a, b)| a == b).count();
+    /// Keeps the part of sequence `seq`'s cache shared with `tokens` and returns where evaluation must start.
+    fn reuse_prefix(&mut self, seq: usize, tokens: &[LlamaToken]) -> usize {
+        let seq_id = u32::try_from(seq).unwrap_or(0);
+        let cached = &self.cached[seq];
+        let mut common = cached.iter().zip(tokens).take_while(|(a, b)| a == b).count();
         // The last prompt token must be evaluated again to get fresh logits.
         common = common.min(tokens.len().saturating_sub(1));
         if common > 0 {
-            let removed = self.ctx.clear_kv_cache_seq(Some(0), u32::try_from(common).ok(), None).unwrap_or(false);
+            let removed = self.ctx.clear_kv_cache_seq(Some(seq_id), u32::try_from(common).ok(), None).unwrap_or(false);
             // A sliding-window cache may have dropped early positions: then the prefix cannot be reused.
-            if !removed || self.ctx.kv_cache_seq_pos_min(0) > 0 {
+            if !removed || self.ctx.kv_cache_seq_pos_min(i32::try_from(seq).unwrap_or(0)) > 0 {
                 common = 0;
             }
         }
         if common == 0 {
-            self.ctx.clear_kv_cache();
+            let _ = self.ctx.clear_kv_cache_seq(Some(seq_id), None, None);
         }
-        self.cached.truncate(common);
+        self.cached[seq].truncate(common);
         common
+    }
+
+    /// Number of sequences the context holds.
+    #[must_use]
+    pub fn n_seq(&self) -> usize {
+        self.cached.len()
+    }
+
+    /// Starts a turn on sequence `seq`: tokenizes the prompt, reuses the cached prefix, builds the sampler.
+    /// A prompt that does not fit gives a job that is already done with `context_full`.
+    ///
+    /// # Errors
+    /// When `seq` is out of range.
+    pub fn begin(&mut self, seq: usize, req: &GenRequest<'_>) -> Result<SeqJob> {
+        if seq >= self.cached.len() {
+            return Err(anyhow!("sequence {seq} is out of range (the context holds {})", self.cached.len()));
+        }
+        let started = Instant::now();
+        let tokens = self.tokenize(req.prompt);
+        let stops = req.sampler.stop.clone();
+        let hold = stops.iter().map(String::len).max().unwrap_or(1).saturating_sub(1);
+        let mut job = SeqJob {
+            seq,
+            tokens,
+            next_prompt: 0,
+            sampler: None,
+            max_tokens: req.max_tokens,
+            stops,
+            hold,
+            text: String::new(),
+            emitted: 0,
+            utf8: Utf8Stream::default(),
+            n_gen: 0,
+            pending: None,
+            logits_at: None,
+            started,
+            gen_started: None,
+            prompt_ms: 0.0,
+            evaluated: 0,
+            done: None,
+        };
+        let fits = (job.tokens.len() as u64) + u64::from(req.max_tokens) <= u64::from(self.n_ctx);
+        if !fits || job.tokens.is_empty() || req.max_tokens == 0 {
+            job.done = Some(if req.max_tokens == 0 { StopReason::MaxTokens } else { StopReason::ContextFull });
+            return Ok(job);
+        }
+        job.next_prompt = self.reuse_prefix(seq, &job.tokens);
+        job.evaluated = u32::try_from(job.tokens.len() - job.next_prompt)?;
+        let mut sampler = self.build_sampler(req.sampler, req.seed);
+        sampler.accept_many(&job.tokens);
+        job.sampler = Some(sampler);
+        Ok(job)
+    }
+
+    /// Advances every unfinished job by one `llama_decode`: generating jobs add their last sampled token, jobs
+    /// still evaluating their prompt add the next chunk of it (up to the batch size in all). Then every job whose
+    /// logits are ready samples its next token. `on_piece(seq, text)` receives streamed text.
+    ///
+    /// # Errors
+    /// When llama.cpp fails to decode for a reason other than a full cache (which ends the affected jobs with
+    /// `context_full`).
+    pub fn step(&mut self, jobs: &mut [&mut SeqJob], on_piece: &mut dyn FnMut(usize, &str)) -> Result<()> {
+        self.batch.clear();
+        let capacity = N_BATCH as usize;
+        let mut used = 0usize;
+        let mut added = vec![0usize; jobs.len()];
+        // Generating jobs first (one token each), so that a long prompt never stalls them.
+        for (j, job) in jobs.iter_mut().enumerate() {
+            job.logits_at = None;
+            if job.done.is_some() || used == capacity {
+                continue;
+            }
+            if let Some(token) = job.pending {
+                let pos = i32::try_from(self.cached[job.seq].len())?;
+                self.batch.add(token, pos, &[i32::try_from(job.seq)?], true)?;
+                job.logits_at = Some(i32::try_from(used)?);
+                added[j] = 1;
+                used += 1;
+            }
+        }
+        for (j, job) in jobs.iter_mut().enumerate() {
+            if job.done.is_some() || job.pending.is_some() {
+                continue;
+            }
+            let take = (job.tokens.len() - job.next_prompt).min(capacity - used);
+            for k in 0..take {
+                let pos = job.next_prompt + k;
+                let last = pos + 1 == job.tokens.len();
+                self.batch.add(job.tokens[pos], i32::try_from(pos)?, &[i32::try_from(job.seq)?], last)?;
+                if last {
+                    job.logits_at = Some(i32::try_from(used + k)?);
+                }
+            }
+            added[j] = take;
+            used += take;
+        }
+        if used == 0 {
+            return Ok(());
+        }
+        match self.ctx.decode(&mut self.batch) {
+            Ok(()) => {}
+            Err(DecodeError::NoKvCacheSlot) => {
+                for job in jobs.iter_mut().filter(|j| j.done.is_none()) {
+                    job.done = Some(StopReason::ContextFull);
+                    self.cached[job.seq].clear();
+                    let _ = self.ctx.clear_kv_cache_seq(u32::try_from(job.seq).ok(), None, None);
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(anyhow!("llama.cpp failed to decode: {e}")),
+        }
+        // What is now in each sequence's cache.
+        for (j, job) in jobs.iter_mut().enumerate() {
+            if added[j] == 0 {
+                continue;
+            }
+            if let Some(token) = job.pending.take() {
+                self.cached[job.seq].push(token);
+            } else {
+                let end = job.next_prompt + added[j];
+                self.cached[job.seq].extend_from_slice(&job.tokens[job.next_prompt..end]);
+                job.next_prompt = end;
+            }
+        }
+        self.sample_ready(jobs, on_piece);
+        Ok(())
+    }
+
+    /// Samples the next token of every job whose logits the last decode produced, and applies the stop rules.
+    fn sample_ready(&mut self, jobs: &mut [&mut SeqJob], on_piece: &mut dyn FnMut(usize, &str)) {
+        let vocab = self.model.vocab();
+        for job in jobs.iter_mut() {
+            let Some(idx) = job.logits_at.take() else { continue };
+            let Some(sampler) = job.sampler.as_mut() else { continue };
+            if job.gen_started.is_none() {
+                job.prompt_ms = job.started.elapsed().as_secs_f64() * 1000.0;
+                job.gen_started = Some(Instant::now());
+            }
+            let token = sampler.sample(&self.ctx, idx);
+            let mut stop = None;
+            if vocab.is_eog(token) {
+                stop = Some(StopReason::Eos);
+            } else {
+                job.n_gen += 1;
+                let before = job.text.len();
+                job.utf8.push(&vocab.token_to_piece(token, false, None), &mut job.text);
+                if let Some(at) = find_stop(&job.text, &job.stops, before.saturating_sub(job.hold)) {
+                    job.text.truncate(at);
+                    stop = Some(StopReason::StopString);
+                } else if job.n_gen >= job.max_tokens {
+                    stop = Some(StopReason::MaxTokens);
+                } else {
+                    job.pending = Some(token);
+                }
+            }
+            let mut safe = if stop.is_some() { job.text.len() } else { job.text.len().saturating_sub(job.hold) };
+            safe = safe.max(job.emitted);
+            while !job.text.is_char_boundary(safe) {
+                safe -= 1;
+            }
+            if safe > job.emitted {
+                on_piece(job.seq, &job.text[job.emitted..safe]);
+                job.emitted = safe;
+            }
+            job.done = stop;
+        }
     }
 }
 
@@ -312,104 +530,20 @@ impl Backend for LlamaRole {
 
     fn reset(&mut self) {
         self.ctx.clear_kv_cache();
-        self.cached.clear();
+        for c in &mut self.cached {
+            c.clear();
+        }
     }
 
     fn generate(&mut self, req: &GenRequest<'_>, on_piece: &mut dyn FnMut(&str)) -> Result<Generation> {
-        let started = Instant::now();
-        let tokens = self.tokenize(req.prompt);
-        let prompt_tokens = u32::try_from(tokens.len())?;
-        let full = |prompt_tokens_evaluated| Generation {
-            text: String::new(),
-            tokens: 0,
-            prompt_tokens,
-            prompt_tokens_evaluated,
-            stop_reason: StopReason::ContextFull,
-            prompt_ms: 0.0,
-            generation_ms: 0.0,
-        };
-        if u64::from(prompt_tokens) + u64::from(req.max_tokens) > u64::from(self.n_ctx) || tokens.is_empty() {
-            return Ok(full(0));
-        }
-        let start = self.reuse_prefix(&tokens);
-        match self.decode_prompt(&tokens, start) {
-            Ok(()) => {}
-            Err(DecodeError::NoKvCacheSlot) => {
-                self.reset();
-                return Ok(full(0));
-            }
-            Err(e) => {
-                self.reset();
-                return Err(anyhow!("llama.cpp failed to evaluate the prompt: {e}"));
-            }
-        }
-        self.cached = tokens.clone();
-        let evaluated = u32::try_from(tokens.len() - start)?;
-        let prompt_ms = started.elapsed().as_secs_f64() * 1000.0;
-
-        let gen_started = Instant::now();
-        let mut sampler = self.build_sampler(req.sampler, req.seed);
-        sampler.accept_many(&tokens);
-        let vocab = self.model.vocab();
-        let stops = &req.sampler.stop;
-        let hold = stops.iter().map(String::len).max().unwrap_or(1).saturating_sub(1);
-        let mut text = String::new();
-        let mut emitted = 0usize;
-        let mut utf8 = Utf8Stream::default();
-        let mut n_gen = 0u32;
-        let mut logits_idx = self.batch.n_tokens() - 1;
-        let stop_reason = loop {
+        let mut job = self.begin(0, req)?;
+        while !job.is_done() {
             if req.cancel.load(Ordering::Relaxed) {
                 return Err(Interrupted.into());
             }
-            if n_gen == req.max_tokens {
-                break StopReason::MaxTokens;
-            }
-            let token = sampler.sample(&self.ctx, logits_idx);
-            if vocab.is_eog(token) {
-                break StopReason::Eos;
-            }
-            n_gen += 1;
-            let before = text.len();
-            utf8.push(&vocab.token_to_piece(token, false, None), &mut text);
-            if let Some(at) = find_stop(&text, stops, before.saturating_sub(hold)) {
-                text.truncate(at);
-                break StopReason::StopString;
-            }
-            let mut safe = text.len().saturating_sub(hold).max(emitted);
-            while !text.is_char_boundary(safe) {
-                safe -= 1;
-            }
-            if safe > emitted {
-                on_piece(&text[emitted..safe]);
-                emitted = safe;
-            }
-            if n_gen == req.max_tokens {
-                break StopReason::MaxTokens;
-            }
-            self.batch.clear();
-            let pos = i32::try_from(self.cached.len())?;
-            self.batch.add(token, pos, &[0], true)?;
-            match self.ctx.decode(&mut self.batch) {
-                Ok(()) => {}
-                Err(DecodeError::NoKvCacheSlot) => break StopReason::ContextFull,
-                Err(e) => return Err(anyhow!("llama.cpp failed to decode: {e}")),
-            }
-            self.cached.push(token);
-            logits_idx = 0;
-        };
-        if emitted < text.len() {
-            on_piece(&text[emitted..]);
+            self.step(&mut [&mut job], &mut |_, piece| on_piece(piece))?;
         }
-        Ok(Generation {
-            text,
-            tokens: n_gen,
-            prompt_tokens,
-            prompt_tokens_evaluated: evaluated,
-            stop_reason,
-            prompt_ms,
-            generation_ms: gen_started.elapsed().as_secs_f64() * 1000.0,
-        })
+        Ok(job.finish())
     }
 }
 

@@ -1,21 +1,31 @@
-//! Which engine runs each role of `parrot run`, and how several conversations run at once against HTTP engines.
-//! Kept apart from `run.rs` so that the run command stays one screen of flow: `run.rs` resolves settings and writes
-//! transcripts; this module turns flags into a [`RoleEngine`] per role and a role into a `Box<dyn Backend>`.
+//! Which engine runs each role of `parrot run` (and of every sweep cell), and how a set of conversations runs when a
+//! role is an HTTP server. `run.rs` resolves the flags into [`RoleEngines`]; `session::run_set` hands a set with an
+//! HTTP role to [`run_set_http`], which writes the same transcripts, `run.json` and summary lines as the in-process
+//! path, through the same helpers.
 //!
-//! `--parallel N` keeps N conversations in flight against HTTP engines: N threads, each with its own pair of
-//! backends (its own connections), taking the next conversation index as they finish one. Every conversation still
-//! gets its own transcript and its own seed (S + i), so a parallel run writes exactly the files a sequential one
-//! would. In-process roles run one conversation at a time in this build.
+//! `--parallel N` with HTTP roles keeps N conversations in flight against the servers: N threads, each with its own
+//! pair of backends (its own connections), each taking the next conversation index when it finishes one. Every
+//! conversation keeps its own transcript and seed (S + i), so a parallel run writes exactly the files a sequential
+//! one would; the text is not streamed (it would interleave), the summary lines still are. A run with one role
+//! in-process and one on HTTP runs one conversation at a time.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
+use super::session::{
+    cancel_flag, open_transcript, report, transcript_name, write_run_file, ConsoleSink, Outcome, RunSet,
+};
 use crate::backend::http::{check_sampler, ApiKey, Flavor, HttpBackend, HttpOptions};
 use crate::backend::Backend;
+use crate::cli::GlobalArgs;
 use crate::config::{Config, ModelConfig, SamplerConfig};
+use crate::conversation::{run_conversation, Roles};
+use crate::transcript::{Header, FORMAT_NAME, FORMAT_VERSION};
 
 /// The kind of engine of a role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -54,9 +64,6 @@ pub struct EngineArgs {
     /// printed or written to a transcript.
     #[arg(long, value_name = "NAME", default_value = "PARROT_API_KEY")]
     pub api_key_env: String,
-    /// How many conversations to keep in flight at once against HTTP engines (both roles must be `http`).
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub parallel: u32,
     /// Seconds to wait for an HTTP server's next bytes before the attempt counts as failed (a stalled stream).
     #[arg(long, value_name = "SECONDS", default_value_t = 600.0, value_parser = positive_seconds)]
     pub http_timeout: f64,
@@ -98,11 +105,31 @@ impl RoleEngine {
     }
 }
 
+/// The engines of both roles, and the HTTP settings.
+#[derive(Debug, Clone)]
+pub struct RoleEngines {
+    /// The assistant's engine.
+    pub assistant: RoleEngine,
+    /// The user's engine.
+    pub user: RoleEngine,
+    /// Timeouts, retries and the API key's variable, for HTTP roles.
+    pub http: EngineArgs,
+}
+
+impl RoleEngines {
+    /// Whether either role runs on an HTTP server.
+    #[must_use]
+    pub fn any_http(&self) -> bool {
+        self.assistant.is_http() || self.user.is_http()
+    }
+}
+
 /// Turns the flags and the config's `api_url` / `user_api_url` into each role's engine. Pure.
 ///
 /// # Errors
-/// A missing flavor or URL, or `--parallel` with an in-process role; the message names the flag.
-pub fn resolve(args: &EngineArgs, config: &Config) -> Result<(RoleEngine, RoleEngine)> {
+/// A missing flavor or URL, or `--parallel` above 1 with one role in-process and one on HTTP; the message names the
+/// flag.
+pub fn resolve(args: &EngineArgs, config: &Config, parallel: u32) -> Result<RoleEngines> {
     let assistant = match args.backend {
         BackendKind::Llama => RoleEngine::Llama,
         BackendKind::Http => RoleEngine::Http {
@@ -131,14 +158,13 @@ pub fn resolve(args: &EngineArgs, config: &Config) -> Result<(RoleEngine, RoleEn
             })?,
         },
     };
-    if args.parallel > 1 && !(assistant.is_http() && user.is_http()) {
+    if parallel > 1 && assistant.is_http() != user.is_http() {
         bail!(
-            "--parallel {} applies to HTTP engines: run both roles with --backend http (in-process roles run one \
-             conversation at a time)",
-            args.parallel
+            "--parallel {parallel} needs both roles on the same kind of engine: one in-process and one HTTP role run \
+             one conversation at a time"
         );
     }
-    Ok((assistant, user))
+    Ok(RoleEngines { assistant, user, http: args.clone() })
 }
 
 /// Everything needed to open one role's backend.
@@ -206,6 +232,7 @@ fn open_llama(spec: &RoleSpec<'_>) -> Result<Box<dyn Backend>> {
         gpu_layers: m.gpu_layers,
         chat_template: m.chat_template.clone(),
         verbose: spec.verbose,
+        n_seq: 1,
     };
     Ok(Box::new(LlamaRole::load(path, &options)?))
 }
@@ -213,6 +240,135 @@ fn open_llama(spec: &RoleSpec<'_>) -> Result<Box<dyn Backend>> {
 #[cfg(not(feature = "llama"))]
 fn open_llama(_: &RoleSpec<'_>) -> Result<Box<dyn Backend>> {
     bail!("this parrot was built without the `llama` feature: rebuild with default features, or use --backend http")
+}
+
+/// Opens both roles' backends for `set` (`warn`: print what an HTTP engine will not honour).
+fn open_pair(global: &GlobalArgs, set: &RunSet<'_>, warn: bool) -> Result<[Box<dyn Backend>; 2]> {
+    let s = set.settings;
+    let c = &s.config;
+    let gguf = |p: &Path| (!p.as_os_str().is_empty()).then(|| p.to_path_buf());
+    let (a_gguf, u_gguf) = (gguf(&s.assistant_model), gguf(&s.user_model));
+    let budget_ctx = u32::try_from(c.total_tokens.saturating_mul(5) / 4 + 1024).unwrap_or(u32::MAX);
+    let a = RoleSpec {
+        role: "assistant",
+        engine: &s.roles.assistant,
+        model: &c.assistant,
+        gguf: a_gguf.as_deref(),
+        sampler: &c.sampler,
+        default_ctx: budget_ctx,
+        verbose: global.verbose,
+    };
+    let u = RoleSpec {
+        role: "user",
+        engine: &s.roles.user,
+        model: &c.user,
+        gguf: u_gguf.as_deref(),
+        sampler: c.user_sampler(),
+        default_ctx: 2048,
+        verbose: global.verbose,
+    };
+    Ok([open(&a, &s.roles.http, warn)?, open(&u, &s.roles.http, warn)?])
+}
+
+/// Runs (or resumes, or skips) conversation `i` of `set` with these backends; `stream` prints its text.
+fn conversation(
+    global: &GlobalArgs,
+    set: &RunSet<'_>,
+    config_json: &serde_json::Value,
+    i: u32,
+    pair: &mut [Box<dyn Backend>; 2],
+    stream: bool,
+    outcome: &Mutex<Outcome>,
+) -> Result<()> {
+    let [assistant, user] = pair;
+    let seed = set.settings.seed.wrapping_add(i);
+    let path = set.out.join(transcript_name(i));
+    let header = Header {
+        format: FORMAT_NAME.into(),
+        format_version: FORMAT_VERSION,
+        parrot_version: env!("CARGO_PKG_VERSION").into(),
+        started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        config: config_json.clone(),
+        assistant_model: assistant.describe(),
+        user_model: user.describe(),
+        backend: assistant.name(),
+        user_backend: user.name(),
+        seed,
+        conversation_index: i,
+    };
+    let Some((writer, done)) = open_transcript(&path, &header, set.force)? else {
+        eprintln!("{}: already finished, skipped", path.display());
+        return Ok(());
+    };
+    let prompt_log = match set.prompt_log {
+        Some(p) => Some((
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("could not open --prompt-log file '{}'", p.display()))?,
+            i,
+        )),
+        None => None,
+    };
+    let mut sink = ConsoleSink::new(writer, prompt_log, !stream, crate::output::stdout_color(global.no_color));
+    assistant.reset();
+    user.reset();
+    let mut roles = Roles { assistant: assistant.as_mut(), user: user.as_mut() };
+    let summary = run_conversation(&set.settings.config, &mut roles, seed, &done, &mut sink, cancel_flag())?;
+    sink.finish(&summary)?;
+    let mut o = outcome.lock().map_err(|_| anyhow!("run state poisoned"))?;
+    report(&path, &summary, &mut o);
+    Ok(())
+}
+
+/// Runs a set of conversations when a role is an HTTP server: one after another, or `--parallel N` at once on N
+/// threads (see the module docs). Servers are contacted before anything is written, so an unreachable one is a
+/// one-line error naming its URL.
+///
+/// # Errors
+/// A server that cannot be reached at start, a model file that does not load, an unwritable transcript.
+pub fn run_set_http(global: &GlobalArgs, set: &RunSet<'_>) -> Result<Outcome> {
+    let mut first = open_pair(global, set, true)?;
+    let config_json = serde_json::to_value(&set.settings.config)?;
+    write_run_file(set.out, &config_json)?;
+    let cancel = cancel_flag();
+    let outcome = Mutex::new(Outcome::default());
+    let stop = |o: &Mutex<Outcome>| cancel.load(Ordering::SeqCst) || o.lock().map_or(true, |o| o.interrupted);
+    let parallel = set.parallel.min(set.conversations);
+    if parallel <= 1 {
+        for i in 0..set.conversations {
+            if stop(&outcome) {
+                break;
+            }
+            conversation(global, set, &config_json, i, &mut first, !global.quiet, &outcome)?;
+        }
+    } else {
+        // The pair opened above checked that the servers answer; each thread connects its own.
+        drop(first);
+        let next = AtomicU32::new(0);
+        let worker = || -> Result<()> {
+            let mut pair = open_pair(global, set, false)?;
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= set.conversations || stop(&outcome) {
+                    return Ok(());
+                }
+                conversation(global, set, &config_json, i, &mut pair, false, &outcome)?;
+            }
+        };
+        let results: Vec<Result<()>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..parallel).map(|_| scope.spawn(worker)).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a conversation thread panicked"))))
+                .collect()
+        });
+        results.into_iter().collect::<Result<Vec<()>>>()?;
+    }
+    let mut o = outcome.into_inner().map_err(|_| anyhow!("run state poisoned"))?;
+    o.interrupted |= cancel.load(Ordering::SeqCst);
+    Ok(o)
 }
 
 #[cfg(test)]
@@ -230,36 +386,37 @@ mod tests {
         T::try_parse_from(std::iter::once("t").chain(args.iter().copied())).unwrap().e
     }
 
+    fn http(url: &str, flavor: Flavor) -> RoleEngine {
+        RoleEngine::Http { url: url.into(), flavor }
+    }
+
     #[test]
     fn http_roles_take_urls_from_flags_then_config() {
         let mut config = Config { api_url: Some("http://127.0.0.1:8081".into()), ..Config::default() };
         config.user_api_url = Some("http://127.0.0.1:8082".into());
-        let (a, u) = resolve(&parse(&["--backend", "http", "--flavor", "koboldcpp"]), &config).unwrap();
-        assert_eq!(a, RoleEngine::Http { url: "http://127.0.0.1:8081".into(), flavor: Flavor::Koboldcpp });
-        assert_eq!(u, RoleEngine::Http { url: "http://127.0.0.1:8082".into(), flavor: Flavor::Koboldcpp });
-        let (_, u) =
-            resolve(&parse(&["--backend", "http", "--flavor", "openai", "--url", "http://h:1"]), &config).unwrap();
-        assert_eq!(
-            u,
-            RoleEngine::Http { url: "http://h:1".into(), flavor: Flavor::Openai },
-            "the flag beats the config"
-        );
-        let args =
-            parse(&["--backend", "http", "--flavor", "openai", "--url", "http://h:1", "--user-backend", "llama"]);
-        let (a, u) = resolve(&args, &Config::default()).unwrap();
-        assert_eq!(a, RoleEngine::Http { url: "http://h:1".into(), flavor: Flavor::Openai });
-        assert_eq!(u, RoleEngine::Llama);
+        let r = resolve(&parse(&["--backend", "http", "--flavor", "koboldcpp"]), &config, 1).unwrap();
+        assert_eq!(r.assistant, http("http://127.0.0.1:8081", Flavor::Koboldcpp));
+        assert_eq!(r.user, http("http://127.0.0.1:8082", Flavor::Koboldcpp));
+        let r =
+            resolve(&parse(&["--backend", "http", "--flavor", "openai", "--url", "http://h:1"]), &config, 4).unwrap();
+        assert_eq!(r.user, http("http://h:1", Flavor::Openai), "the flag beats the config");
+        let mixed = ["--backend", "http", "--flavor", "openai", "--url", "http://h:1", "--user-backend", "llama"];
+        let r = resolve(&parse(&mixed), &Config::default(), 1).unwrap();
+        assert_eq!(r.assistant, http("http://h:1", Flavor::Openai));
+        assert_eq!(r.user, RoleEngine::Llama);
+        assert!(r.any_http());
+        assert!(!resolve(&parse(&[]), &Config::default(), 4).unwrap().any_http(), "in-process --parallel is fine");
     }
 
     #[test]
-    fn missing_flavor_url_and_parallel_in_process_are_errors_naming_the_flag() {
-        let e = resolve(&parse(&["--backend", "http", "--url", "http://h:1"]), &Config::default()).unwrap_err();
+    fn missing_flavor_url_and_parallel_with_mixed_roles_are_errors_naming_the_flag() {
+        let e = resolve(&parse(&["--backend", "http", "--url", "http://h:1"]), &Config::default(), 1).unwrap_err();
         assert!(e.to_string().contains("--flavor"), "{e}");
-        let e = resolve(&parse(&["--backend", "http", "--flavor", "openai"]), &Config::default()).unwrap_err();
+        let e = resolve(&parse(&["--backend", "http", "--flavor", "openai"]), &Config::default(), 1).unwrap_err();
         assert!(e.to_string().contains("--url"), "{e}");
-        let e = resolve(&parse(&["--parallel", "4"]), &Config::default()).unwrap_err();
+        let mixed = ["--backend", "http", "--flavor", "openai", "--url", "http://h:1", "--user-backend", "llama"];
+        let e = resolve(&parse(&mixed), &Config::default(), 4).unwrap_err();
         assert!(e.to_string().contains("--parallel 4"), "{e}");
-        assert!(T::try_parse_from(["t", "--parallel", "0"]).is_err());
         assert!(T::try_parse_from(["t", "--http-timeout", "-1"]).is_err());
     }
 }

@@ -11,6 +11,8 @@ pub mod engines;
 pub mod models;
 pub mod report;
 pub mod run;
+pub mod session;
+pub mod sweep;
 
 /// Writes a completion script for `shell` to stdout.
 ///

@@ -29,3 +29,158 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// Points every cache and config folder parrot (and hf-hub, and pip's cache lookups aside) would touch at `dir`,
+/// and clears the environment variables that would make a test depend on the developer's machine.
+pub fn isolate<'a>(cmd: &'a mut Command, dir: &std::path::Path) -> &'a mut Command {
+    // pip's download cache stays where it is, so that repeated test runs do not fetch the same wheels again.
+    let pip_cache = std::env::var_os("PIP_CACHE_DIR").map_or_else(
+        || std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache").join("pip"),
+        std::path::PathBuf::from,
+    );
+    for var in [
+        "HF_HUB_OFFLINE",
+        "HF_ENDPOINT",
+        "HF_TOKEN",
+        "HF_TOKEN_PATH",
+        "HF_HUB_CACHE",
+        "HUGGINGFACE_HUB_CACHE",
+        "PARROT_MODELS_TOML",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("XDG_CONFIG_HOME", dir.join("config"))
+        .env("XDG_CACHE_HOME", dir.join("cache"))
+        .env("HF_HOME", dir.join("hf"))
+        .env("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1")
+        .env("PARROT_CACHE_DIR", dir.join("parrot"))
+        .env("PIP_CACHE_DIR", pip_cache)
+}
+
+/// A stand-in for the Hugging Face hub on a loopback port: it answers hf-hub's `HEAD` and `GET` on
+/// `/{owner}/{name}/resolve/{revision}/{file}` for one file, the way the hub does for an LFS file (an `ETag` that is
+/// the content's SHA-256, `X-Repo-Commit`, `Content-Length`), and can break off a number of `GET` bodies halfway.
+pub struct FakeHub {
+    /// `http://127.0.0.1:PORT`, for `HF_ENDPOINT`.
+    pub endpoint: String,
+    state: std::sync::Arc<HubState>,
+}
+
+struct HubState {
+    route: String,
+    content: Vec<u8>,
+    etag: String,
+    broken_gets: std::sync::atomic::AtomicUsize,
+    gets: std::sync::atomic::AtomicUsize,
+}
+
+/// The commit every `FakeHub` reports.
+pub const FAKE_COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+
+impl FakeHub {
+    /// Serves `content` as `file` of `repo`, with `etag` (normally the content's SHA-256).
+    pub fn start(repo: &str, file: &str, content: Vec<u8>, etag: &str) -> Self {
+        use std::io::{BufRead, BufReader, Write};
+        use std::sync::atomic::Ordering;
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let state = std::sync::Arc::new(HubState {
+            route: format!("/{repo}/resolve/"),
+            content,
+            etag: etag.to_string(),
+            broken_gets: 0.into(),
+            gets: 0.into(),
+        });
+        let file = format!("/{file}");
+        let served = state.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let state = served.clone();
+                let file = file.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut request_line = String::new();
+                    if reader.read_line(&mut request_line).is_err() {
+                        return;
+                    }
+                    loop {
+                        let mut header = String::new();
+                        match reader.read_line(&mut header) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if header == "\r\n" => break,
+                            Ok(_) => {}
+                        }
+                    }
+                    let mut parts = request_line.split_whitespace();
+                    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                    let matches = path.starts_with(&state.route) && path.ends_with(&file);
+                    if !matches {
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        return;
+                    }
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nETag: \"{}\"\r\nX-Repo-Commit: {FAKE_COMMIT}\r\n\
+                         Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+                        state.content.len(),
+                        state.etag
+                    );
+                    let _ = stream.write_all(head.as_bytes());
+                    if method == "GET" {
+                        state.gets.fetch_add(1, Ordering::SeqCst);
+                        let broken = state
+                            .broken_gets
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                            .is_ok();
+                        if broken {
+                            let _ = stream.write_all(&state.content[..state.content.len() / 2]);
+                            let _ = stream.flush();
+                            let _ = stream.shutdown(std::net::Shutdown::Both);
+                            return;
+                        }
+                        let _ = stream.write_all(&state.content);
+                    }
+                    let _ = stream.flush();
+                });
+            }
+        });
+        Self { endpoint, state }
+    }
+
+    /// Makes the next `n` `GET`s send half the body and then close the connection.
+    pub fn break_next_gets(&self, n: usize) {
+        self.state.broken_gets.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How many `GET`s the server has answered.
+    pub fn gets(&self) -> usize {
+        self.state.gets.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// SHA-256 of `bytes`, as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An endpoint on which nothing listens: connections are refused at once.
+pub fn dead_endpoint() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}")
+}
+
+/// A child process that is killed when the test ends, even when it fails.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -325,7 +325,7 @@ fn run_http(out: &Path, extra: &[&str]) -> Output {
     cmd.args(["run", "--config", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]).args(extra);
     cmd.env("PARROT_TEST_KEY", "sk-test-secret-123");
     let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    wait_bounded(child, Duration::from_secs(120))
+    wait_bounded(child, Duration::from_secs(300))
 }
 
 fn wait_bounded(mut child: Child, limit: Duration) -> Output {
@@ -817,7 +817,7 @@ fn parallel_4_against_the_real_server_completes_4_conversations() {
     let dir = tempfile::tempdir().unwrap();
     let o = run_http(
         dir.path(),
-        &args(&flags, &["-n", "4", "--parallel", "4", "--total-tokens", "48", "--turn-max-tokens", "16"]),
+        &args(&flags, &["-n", "4", "--parallel", "4", "--total-tokens", "32", "--turn-max-tokens", "16"]),
     );
     assert!(o.status.success(), "{}", stderr(&o));
     for i in 0..4 {

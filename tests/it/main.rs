@@ -1,7 +1,14 @@
 //! The one integration-test binary: each module runs the real `parrot` binary (and, for `run`, the real small
 //! models installed by `scripts/fetch-test-models.sh`).
 
+mod analyze;
 mod common;
+// `--backend http`: llama-server and koboldcpp replayed on loopback (every fault), then a real llama-cpp-python.
 mod http;
+// models: the registry, `parrot models list|fetch|path`, hub downloads against a loopback hub, the PyPI fallback.
+mod models;
 mod readme;
 mod run;
+mod throughput;
+// `parrot report`: page structure, numbers, escaping, bad input, headless Chromium.
+mod report;

@@ -1,5 +1,5 @@
 //! The README's two set-up commands stay true: `.ci/run` runs the README's test command verbatim, and the
-//! README's main command names files that the set-up script really produces.
+//! README's main command names models that the registry knows.
 
 use crate::common::root;
 
@@ -20,12 +20,14 @@ fn ci_runs_the_readme_test_command() {
 }
 
 #[test]
-fn the_main_command_uses_paths_the_setup_script_prints() {
+fn the_main_command_names_models_of_the_registry() {
     let commands = readme_commands();
-    let script = std::fs::read_to_string(root().join("scripts/fetch-test-models.sh")).unwrap();
     assert!(commands[0].starts_with("scripts/setup.sh && cargo run -- run "), "{}", commands[0]);
-    for word in commands[0].split_whitespace().filter(|w| w.ends_with(".gguf")) {
-        let file = word.rsplit('/').next().unwrap();
-        assert!(script.contains(file), "{word} is not installed by fetch-test-models.sh");
+    let registry = parrot::models::load_registry(None).unwrap();
+    let words: Vec<&str> = commands[0].split_whitespace().collect();
+    for flag in ["--assistant-model", "--user-model"] {
+        let i = words.iter().position(|w| *w == flag).unwrap_or_else(|| panic!("{flag} missing"));
+        let name = words[i + 1];
+        assert!(registry.get(name).is_some(), "{name} is not in models.toml");
     }
 }

@@ -273,7 +273,7 @@ fn bad_model_files_are_rejected_before_llama_cpp_sees_them() {
         |a: &str| run(&["run", "--quiet", "--assistant-model", a, "--user-model", u.to_str().unwrap(), "--out", out]);
 
     let missing = dir.path().join("missing.gguf");
-    assert_one_line_error(&with_assistant(missing.to_str().unwrap()), &["missing.gguf", "does not exist"]);
+    assert_one_line_error(&with_assistant(missing.to_str().unwrap()), &["missing.gguf", "no model file"]);
 
     let text = dir.path().join("notes.gguf");
     std::fs::write(&text, "just some text, not a model").unwrap();
@@ -284,7 +284,8 @@ fn bad_model_files_are_rejected_before_llama_cpp_sees_them() {
     std::fs::write(&truncated, head).unwrap();
     assert_one_line_error(&with_assistant(truncated.to_str().unwrap()), &["truncated.gguf", "truncated"]);
 
-    assert_one_line_error(&with_assistant(dir.path().to_str().unwrap()), &["not a file"]);
+    assert_one_line_error(&with_assistant(dir.path().to_str().unwrap()), &["no model file"]);
+    assert_one_line_error(&with_assistant("no-such-model"), &["unknown model 'no-such-model'", "gemma3-270m"]);
     assert_eq!(std::fs::read(&earlier).unwrap(), bytes, "earlier output was touched");
 }
 
@@ -341,9 +342,9 @@ fn ctrl_c_mid_turn_leaves_a_valid_transcript_that_resumes() {
         "--set",
         "sampler.stop=[]",
     ];
-    let mut child = crate::common::parrot().args(args).spawn().unwrap();
+    let mut child = crate::common::KillOnDrop(crate::common::parrot().args(args).spawn().unwrap());
     let path = dir.path().join("conversation-000.jsonl");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
     loop {
         let generated_lines =
             std::fs::read_to_string(&path).map(|s| s.matches("\"opening\":false").count()).unwrap_or(0);
@@ -353,9 +354,9 @@ fn ctrl_c_mid_turn_leaves_a_valid_transcript_that_resumes() {
         assert!(std::time::Instant::now() < deadline, "no turn was written in time");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let kill = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let kill = std::process::Command::new("kill").args(["-INT", &child.0.id().to_string()]).status().unwrap();
     assert!(kill.success());
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     assert_eq!(status.code(), Some(130));
     let interrupted = read_transcript_file(&path).unwrap();
     assert!(interrupted.torn_tail.is_none());

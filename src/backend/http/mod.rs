@@ -859,8 +859,8 @@ impl Backend for HttpBackend {
 }
 
 /// Whether two sampler values differ (for settings that only matter when active).
-pub(crate) fn differs(a: f32, b: f32) -> bool {
-    (a - b).abs() > f32::EPSILON
+pub(crate) fn differs(a: f64, b: f64) -> bool {
+    (a - b).abs() > 1e-9
 }
 
 #[cfg(test)]

@@ -1,0 +1,360 @@
+//! One detector per loop or break the original names (see `broken-record-README.md`), each in its own file with
+//! its own tests. Every detector looks at one speaker's generated turns and returns a [`Detection`]: whether the
+//! phenomenon is there, how strong (in [0, 1]), the assistant turn where it begins, and evidence.
+//!
+//! The shared rule against false alarms: a phenomenon must persist (usually several turns in a row) before it is
+//! reported, so that one repeated greeting, a recurring name or a stock phrase like `*smiles*` never is.
+//! Text comparisons are character-level ([`super::text`]), so glued junk and CJK are seen too.
+
+use std::collections::BTreeMap;
+
+use super::text::{overlap, shingles, SHINGLE};
+use super::{Conversation, Detection, Evidence, Message, PerSpeaker};
+use crate::transcript::Speaker;
+
+pub mod apostrophe_break;
+pub mod intra_turn_repetition;
+pub mod leading_whitespace;
+pub mod multi_turn_loop;
+pub mod nothing_to_say;
+pub mod prefix_repetition;
+pub mod rejection;
+pub mod semantic_repetition;
+pub mod single_turn_loop;
+pub mod word_soup;
+
+/// A detector: one speaker's view of a conversation in, a detection out.
+pub type DetectorFn = fn(&SpeakerView<'_>) -> Detection;
+
+/// Every detector with its output name, in output order.
+pub const DETECTORS: [(&str, DetectorFn); 10] = [
+    ("single_turn_loop", single_turn_loop::detect),
+    ("multi_turn_loop", multi_turn_loop::detect),
+    ("intra_turn_repetition", intra_turn_repetition::detect),
+    ("prefix_repetition", prefix_repetition::detect),
+    ("semantic_repetition", semantic_repetition::detect),
+    ("word_soup", word_soup::detect),
+    ("nothing_to_say", nothing_to_say::detect),
+    ("apostrophe_break", apostrophe_break::detect),
+    ("leading_whitespace", leading_whitespace::detect),
+    ("rejection", rejection::detect),
+];
+
+/// The names of every detector, in output order.
+#[must_use]
+pub fn names() -> [&'static str; 10] {
+    DETECTORS.map(|(name, _)| name)
+}
+
+/// Evidence text is cut to this many characters.
+pub const EVIDENCE_CHARS: usize = 160;
+/// At most this many evidence entries per detection.
+pub const MAX_EVIDENCE: usize = 5;
+
+/// One generated turn of the speaker under study.
+#[derive(Debug, Clone)]
+pub struct Turn<'a> {
+    /// Index into [`Conversation::messages`].
+    pub message: usize,
+    /// The assistant turn this belongs to (see [`assistant_turn_of`]).
+    pub assistant_turn: usize,
+    /// The text after the speaker-name prefix (leading whitespace kept).
+    pub body: &'a str,
+    /// The message itself (stop reason, token counts).
+    pub msg: &'a Message,
+    /// Character shingles of the body (for similarity).
+    pub shingles: Vec<u64>,
+}
+
+/// One speaker's generated turns, with the whole conversation for context.
+#[derive(Debug)]
+pub struct SpeakerView<'a> {
+    /// The conversation.
+    pub conv: &'a Conversation,
+    /// Which speaker.
+    pub speaker: Speaker,
+    /// Its generated turns (opening messages excluded), in order.
+    pub turns: Vec<Turn<'a>>,
+    /// The other speaker's turns, opening messages included, for "saying the same thing to each other".
+    pub others: Vec<Turn<'a>>,
+}
+
+/// Index of the assistant turn a message belongs to: for an assistant message its position among assistant
+/// messages; for any other message the assistant turn before it (0 before the first one).
+#[must_use]
+pub fn assistant_turn_of(conv: &Conversation, message: usize) -> usize {
+    conv.messages[..=message.min(conv.messages.len().saturating_sub(1))]
+        .iter()
+        .filter(|m| m.speaker == Speaker::Assistant)
+        .count()
+        .saturating_sub(1)
+}
+
+/// The text of a message after its speaker-name prefix.
+#[must_use]
+pub fn body<'a>(conv: &Conversation, m: &'a Message) -> &'a str {
+    let known = match m.speaker {
+        Speaker::Assistant => conv.agent_prefix.as_deref(),
+        Speaker::User => conv.user_prefix.as_deref(),
+        Speaker::System => None,
+    };
+    m.prefix
+        .as_deref()
+        .and_then(|p| m.text.strip_prefix(p))
+        .or_else(|| known.and_then(|p| m.text.strip_prefix(p)))
+        .unwrap_or(&m.text)
+}
+
+impl<'a> SpeakerView<'a> {
+    /// Builds the view of `speaker` in `conv`.
+    #[must_use]
+    pub fn new(conv: &'a Conversation, speaker: Speaker) -> Self {
+        let make = |pick: &dyn Fn(&Message) -> bool| -> Vec<Turn<'a>> {
+            let mut assistant_seen = 0usize;
+            let mut out = Vec::new();
+            for (i, m) in conv.messages.iter().enumerate() {
+                if m.speaker == Speaker::Assistant {
+                    assistant_seen += 1;
+                }
+                if pick(m) {
+                    let b = body(conv, m);
+                    out.push(Turn {
+                        message: i,
+                        assistant_turn: assistant_seen.saturating_sub(1),
+                        body: b,
+                        msg: m,
+                        shingles: shingles(b, SHINGLE),
+                    });
+                }
+            }
+            out
+        };
+        let other = match speaker {
+            Speaker::Assistant => Speaker::User,
+            _ => Speaker::Assistant,
+        };
+        SpeakerView {
+            conv,
+            speaker,
+            turns: make(&|m: &Message| m.speaker == speaker && !m.opening),
+            others: make(&|m: &Message| m.speaker == other),
+        }
+    }
+
+    /// The other speaker's last message before message `message`, if any.
+    #[must_use]
+    pub fn other_before(&self, message: usize) -> Option<&Turn<'a>> {
+        self.others.iter().rev().find(|t| t.message < message)
+    }
+
+    /// A detection starting at own turn `first`, with severity clamped to [0, 1] and evidence from `turns`
+    /// (indices into [`Self::turns`]) with their texts.
+    #[must_use]
+    pub fn detection(&self, first: usize, severity: f64, evidence: Vec<(Vec<usize>, String)>) -> Detection {
+        let t = &self.turns[first];
+        let before = t.msg.tokens_so_far.map(|after| after.saturating_sub(u64::from(t.msg.tokens.unwrap_or(0))));
+        Detection {
+            detected: true,
+            severity: if severity.is_nan() { 0.0 } else { severity.clamp(0.0, 1.0) },
+            onset: Some(t.assistant_turn),
+            onset_message: Some(t.message),
+            onset_tokens: before,
+            evidence: evidence
+                .into_iter()
+                .take(MAX_EVIDENCE)
+                .map(|(turns, text)| Evidence {
+                    turns: turns.iter().map(|&k| self.turns[k].message).collect(),
+                    text: super::formats::shorten(&text, EVIDENCE_CHARS),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// How much of the shorter turn the longer one repeats, in [0, 1] (see [`overlap`]). A turn shorter than one
+/// shingle counts as repeated when it occurs inside the other (case-insensitive), so `remarquer` →
+/// `remarquerurusan` is seen from its first step; empty turns repeat nothing.
+#[must_use]
+pub fn similarity(a: &Turn<'_>, b: &Turn<'_>) -> f64 {
+    let (ta, tb) = (a.body.trim(), b.body.trim());
+    if ta.is_empty() || tb.is_empty() {
+        return 0.0;
+    }
+    let (short, long) = if ta.chars().count() <= tb.chars().count() { (ta, tb) } else { (tb, ta) };
+    if short.chars().count() < SHINGLE {
+        return if long.to_lowercase().contains(&short.to_lowercase()) { 1.0 } else { 0.0 };
+    }
+    overlap(&a.shingles, &b.shingles, 1)
+}
+
+/// Runs of consecutive `true` values of at least `min_len`: (start, length) pairs.
+#[must_use]
+pub fn runs(flags: &[bool], min_len: usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < flags.len() {
+        if flags[i] {
+            let start = i;
+            while i < flags.len() && flags[i] {
+                i += 1;
+            }
+            if i - start >= min_len {
+                out.push((start, i - start));
+            }
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Runs every detector on both speakers.
+#[must_use]
+pub fn run_all(conv: &Conversation) -> BTreeMap<String, PerSpeaker<Detection>> {
+    let assistant = SpeakerView::new(conv, Speaker::Assistant);
+    let user = SpeakerView::new(conv, Speaker::User);
+    DETECTORS
+        .iter()
+        .map(|(name, detect)| ((*name).to_string(), PerSpeaker { assistant: detect(&assistant), user: detect(&user) }))
+        .collect()
+}
+
+/// Helpers for the detectors' tests: conversations built from turn texts.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::collections::BTreeMap;
+
+    use crate::analysis::{Conversation, Format, Message};
+    use crate::transcript::{Speaker, StopReason};
+
+    /// A message with text and no metadata.
+    pub fn msg(speaker: Speaker, text: &str) -> Message {
+        Message {
+            speaker,
+            text: text.to_string(),
+            prefix: None,
+            opening: false,
+            tokens: None,
+            max_tokens: None,
+            stop_reason: None,
+            tokens_so_far: None,
+        }
+    }
+
+    /// A conversation of alternating assistant/user turns (assistant first), prefixes `Skye:` and `Mark:`.
+    pub fn conv(pairs: &[(&str, &str)]) -> Conversation {
+        let mut messages = Vec::new();
+        for (a, u) in pairs {
+            let mut m = msg(Speaker::Assistant, &format!("Skye:{a}"));
+            m.prefix = Some("Skye:".into());
+            messages.push(m);
+            let mut m = msg(Speaker::User, &format!("Mark:{u}"));
+            m.prefix = Some("Mark:".into());
+            messages.push(m);
+        }
+        Conversation {
+            source: "test".into(),
+            format: Format::Parrot,
+            config: None,
+            models: BTreeMap::new(),
+            agent_prefix: Some("Skye:".into()),
+            user_prefix: Some("Mark:".into()),
+            messages,
+            tokens_per_s: None,
+            complete: true,
+        }
+    }
+
+    /// Sets stop reasons and token counts on the assistant's turns.
+    pub fn with_stops(mut c: Conversation, stops: &[(StopReason, u32)], max: u32) -> Conversation {
+        let mut k = 0;
+        let mut so_far = 0u64;
+        for m in &mut c.messages {
+            let (stop, tokens) = if m.speaker == Speaker::Assistant && k < stops.len() {
+                k += 1;
+                stops[k - 1]
+            } else {
+                (StopReason::Eos, 20)
+            };
+            so_far += u64::from(tokens);
+            m.stop_reason = Some(stop);
+            m.tokens = Some(tokens);
+            m.max_tokens = Some(max);
+            m.tokens_so_far = Some(so_far);
+        }
+        c
+    }
+
+    /// A healthy role-play: varied turns, recurring names, the stock phrase `*smiles*`, one repeated greeting.
+    pub fn healthy() -> Conversation {
+        conv(&[
+            (" *smiles* Hey Mark! How are you doing?", " \"Hey Skye! I'm good, thanks for asking.\""),
+            (" *smiles* Hey Mark! How are you doing?", " \"Still good, Skye. Did you play volleyball today?\""),
+            (
+                " *smiles* Yes, we won our match against the Tigers, 3 sets to 1. My serve was on fire!",
+                " \"Wow, congratulations Skye! Who is your toughest opponent this season?\"",
+            ),
+            (
+                " *laughs* Probably the Hawks. Their libero reads every spike I throw at her.",
+                " \"I'd love to watch one of your games sometime. When is the next one?\"",
+            ),
+            (
+                " *smiles* Saturday at noon, at the university gym. You could bring your sister!",
+                " \"She would enjoy that. Do you want to grab a coffee before the game?\"",
+            ),
+            (
+                " Coffee sounds perfect. There's a little place near the gym that roasts its own beans.",
+                " \"Great, it's a date then. What's your favorite drink there?\"",
+            ),
+            (
+                " *smiles* A cinnamon oat latte, although my coach says I should drink less sugar.",
+                " \"Your coach sounds strict. How long have you been training with her?\"",
+            ),
+            (
+                " Since I was twelve. She taught me to dive for balls nobody else would chase.",
+                " \"That explains the silver cup, Skye. Your parents must be proud.\"",
+            ),
+            (
+                " They are, though they'd rather I studied law. Mark, what do you do on weekends?",
+                " \"Mostly hiking, and I paint landscapes when it rains. Nothing as exciting as sports.\"",
+            ),
+            (
+                " Painting? That's wonderful! *smiles* You'll have to show me a canvas someday.",
+                " \"Only if you promise not to laugh at my clouds. They look like potatoes.\"",
+            ),
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+
+    #[test]
+    fn a_healthy_conversation_flags_nothing() {
+        let c = healthy();
+        for (name, d) in run_all(&c) {
+            assert!(!d.assistant.detected, "{name} flagged the assistant: {:?}", d.assistant);
+            assert!(!d.user.detected, "{name} flagged the user: {:?}", d.user);
+            assert_eq!(d.assistant.severity, 0.0);
+        }
+    }
+
+    #[test]
+    fn assistant_turn_indices() {
+        let c = conv(&[("a", "b"), ("c", "d")]);
+        assert_eq!(assistant_turn_of(&c, 0), 0);
+        assert_eq!(assistant_turn_of(&c, 1), 0);
+        assert_eq!(assistant_turn_of(&c, 2), 1);
+        let v = SpeakerView::new(&c, Speaker::User);
+        assert_eq!(v.turns.iter().map(|t| t.assistant_turn).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(v.turns[0].body, "b");
+    }
+
+    #[test]
+    fn runs_of_flags() {
+        assert_eq!(runs(&[true, true, false, true, true, true], 3), vec![(3, 3)]);
+        assert_eq!(runs(&[true, true, false, true], 1), vec![(0, 2), (3, 1)]);
+    }
+}

@@ -1,0 +1,467 @@
+//! Folder-level analysis: many transcripts, analyzed in parallel, summarised per folder, and saved beside a run
+//! folder as `analysis.json` so that `report` (and a second `analyze`) need not recompute.
+//!
+//! This is the one part of `analysis` that touches the disk; [`super::analyze`] stays pure. Files are analyzed
+//! in parallel with rayon, one file in memory per worker and only its (small) analysis kept, so memory is bounded
+//! by the largest file, not by the corpus. A bad file becomes a [`FileError`] and the others go on.
+//!
+//! A saved analysis records the analysis version, the parrot version, the forced format, and the name, size and
+//! modification time of every transcript; [`load_saved`] returns it only while all of those still match.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use anyhow::{Context, Result};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::{analyze, formats, legacy, ConversationAnalysis, Format};
+
+/// Version of the analysis algorithms; bump it when any number they produce changes, so saved analyses go stale.
+pub const ANALYSIS_VERSION: u32 = 1;
+/// Name of the saved analysis inside a run folder.
+pub const SAVED_NAME: &str = "analysis.json";
+/// File extensions read from folders (files named on the command line are read whatever their name).
+pub const TRANSCRIPT_EXTENSIONS: [&str; 3] = ["jsonl", "json", "log"];
+/// How deep folders are searched for transcripts.
+pub const MAX_DEPTH: usize = 8;
+
+/// A file that could not be analyzed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileError {
+    /// The file, as given or found.
+    pub path: String,
+    /// What is wrong with it, one line.
+    pub error: String,
+}
+
+/// Identity of a transcript when it was analyzed, to tell whether a saved analysis is stale.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStamp {
+    /// File name inside the folder.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time: seconds since the Unix epoch.
+    pub modified_s: i64,
+    /// Modification time: nanoseconds within that second.
+    pub modified_ns: u32,
+}
+
+/// How often one phenomenon occurs in a folder.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhenomenonRate {
+    /// Share of conversations where the assistant shows it.
+    pub assistant: f64,
+    /// Share of conversations where the user shows it.
+    pub user: f64,
+    /// Share of conversations where either speaker shows it.
+    pub any: f64,
+    /// Mean onset (assistant-turn index) over the conversations where it was detected (earliest speaker).
+    pub mean_onset: Option<f64>,
+    /// Mean severity over all conversations (0 where not detected; the larger of the two speakers).
+    pub mean_severity: f64,
+}
+
+/// Summary of the conversations of one folder.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DirSummary {
+    /// Conversations analyzed.
+    pub conversations: usize,
+    /// Files that could not be analyzed.
+    pub errors: usize,
+    /// Mean of the original's loop density.
+    pub mean_loop_density: f64,
+    /// Mean of the original's average response length (characters).
+    pub mean_response_length: f64,
+    /// Share of conversations with at least one phenomenon detected.
+    pub broken: f64,
+    /// Per phenomenon name.
+    pub rates: BTreeMap<String, PhenomenonRate>,
+    /// The original's histogram of loop densities (label, conversations).
+    pub density_histogram: Vec<(String, usize)>,
+    /// The original's histogram of response lengths over all responses (label, responses).
+    pub length_histogram: Vec<(String, usize)>,
+}
+
+impl DirSummary {
+    /// Summarises analyzed conversations (and counts errors).
+    #[must_use]
+    pub fn of(conversations: &[ConversationAnalysis], errors: usize) -> Self {
+        let n = conversations.len();
+        let mean = |f: &dyn Fn(&ConversationAnalysis) -> f64| {
+            if n == 0 {
+                0.0
+            } else {
+                conversations.iter().map(f).sum::<f64>() / n as f64
+            }
+        };
+        let share = |count: usize| if n == 0 { 0.0 } else { count as f64 / n as f64 };
+        let mut rates = BTreeMap::new();
+        for name in super::detectors::names() {
+            let get = |c: &ConversationAnalysis| c.detectors.get(name).cloned().unwrap_or_default();
+            let a = conversations.iter().filter(|c| get(c).assistant.detected).count();
+            let u = conversations.iter().filter(|c| get(c).user.detected).count();
+            let onsets: Vec<usize> = conversations
+                .iter()
+                .filter_map(|c| {
+                    let d = get(c);
+                    [&d.assistant, &d.user].iter().filter(|x| x.detected).filter_map(|x| x.onset).min()
+                })
+                .collect();
+            let any = conversations.iter().filter(|c| get(c).assistant.detected || get(c).user.detected).count();
+            rates.insert(
+                name.to_string(),
+                PhenomenonRate {
+                    assistant: share(a),
+                    user: share(u),
+                    any: share(any),
+                    mean_onset: (!onsets.is_empty()).then(|| onsets.iter().sum::<usize>() as f64 / onsets.len() as f64),
+                    mean_severity: mean(&|c| {
+                        let d = get(c);
+                        d.assistant.severity.max(d.user.severity)
+                    }),
+                },
+            );
+        }
+        let densities: Vec<f64> = conversations.iter().map(|c| c.legacy.loop_density).collect();
+        let lengths: Vec<usize> =
+            conversations.iter().flat_map(|c| c.legacy.response_lengths.iter().copied()).collect();
+        DirSummary {
+            conversations: n,
+            errors,
+            mean_loop_density: mean(&|c| c.legacy.loop_density),
+            mean_response_length: mean(&|c| c.legacy.avg_response_length),
+            broken: share(conversations.iter().filter(|c| c.first_onset.is_some()).count()),
+            rates,
+            density_histogram: legacy::density_histogram(&densities),
+            length_histogram: legacy::length_histogram(&lengths),
+        }
+    }
+}
+
+/// The analysis of one folder (or of the files named on the command line that live in it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DirAnalysis {
+    /// The folder, as given on the command line (or the parent of the files given).
+    pub dir: String,
+    /// Every conversation analyzed, in file-name order.
+    pub conversations: Vec<ConversationAnalysis>,
+    /// Every file that could not be analyzed.
+    pub errors: Vec<FileError>,
+    /// [`ANALYSIS_VERSION`] of the build that wrote this.
+    #[serde(default)]
+    pub version: u32,
+    /// Version of parrot that wrote this.
+    #[serde(default)]
+    pub parrot_version: String,
+    /// The format forced with `--format`, if any.
+    #[serde(default)]
+    pub forced_format: Option<Format>,
+    /// The transcripts analyzed, to tell whether a saved analysis is stale.
+    #[serde(default)]
+    pub files: Vec<FileStamp>,
+    /// Rates per phenomenon and the original's aggregate numbers.
+    #[serde(default)]
+    pub summary: DirSummary,
+}
+
+/// How [`analyze_paths_with`] works.
+#[derive(Debug, Clone, Default)]
+pub struct AnalyzeOptions {
+    /// Force this format instead of detecting each file's.
+    pub forced: Option<Format>,
+    /// Reuse a folder's saved `analysis.json` when it is not stale.
+    pub reuse_saved: bool,
+    /// Save the analysis of every folder given as a PATH beside it.
+    pub save: bool,
+}
+
+/// One group of files that share a folder.
+struct Group {
+    dir: PathBuf,
+    label: String,
+    files: Vec<PathBuf>,
+    errors: Vec<FileError>,
+    /// True when the whole folder was given (then it can be saved and reused).
+    whole_folder: bool,
+}
+
+fn is_transcript_name(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let ext_ok = path.extension().and_then(|e| e.to_str()).is_some_and(|e| TRANSCRIPT_EXTENSIONS.contains(&e));
+    ext_ok && !name.starts_with('.') && name != SAVED_NAME && name != "config.json" && !name.ends_with(".config.json")
+}
+
+/// The transcripts directly inside `dir` (by extension, sorted by name) and its sub-folders.
+fn list_dir(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let mut files = Vec::new();
+    let mut subdirs = Vec::new();
+    for entry in std::fs::read_dir(dir).context("could not list the folder")? {
+        let path = entry.context("could not list the folder")?.path();
+        if path.is_dir() {
+            if !path.file_name().and_then(|n| n.to_str()).unwrap_or("").starts_with('.') {
+                subdirs.push(path);
+            }
+        } else if is_transcript_name(&path) {
+            files.push(path);
+        }
+    }
+    files.sort();
+    subdirs.sort();
+    Ok((files, subdirs))
+}
+
+fn collect_folder(dir: &Path, depth: usize, out: &mut Vec<Group>) {
+    let label = dir.display().to_string();
+    match list_dir(dir) {
+        Err(e) => out.push(Group {
+            dir: dir.to_path_buf(),
+            label: label.clone(),
+            files: Vec::new(),
+            errors: vec![FileError { path: label, error: format!("{e:#}") }],
+            whole_folder: false,
+        }),
+        Ok((files, subdirs)) => {
+            if !files.is_empty() {
+                out.push(Group { dir: dir.to_path_buf(), label, files, errors: Vec::new(), whole_folder: true });
+            }
+            if depth < MAX_DEPTH {
+                for sub in subdirs {
+                    collect_folder(&sub, depth + 1, out);
+                }
+            }
+        }
+    }
+}
+
+/// Turns PATH arguments into groups: each folder (and sub-folder holding transcripts) is one group; files named
+/// directly are grouped by their parent folder, in the order given.
+fn groups(paths: &[PathBuf]) -> Vec<Group> {
+    let mut out: Vec<Group> = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let before = out.len();
+            collect_folder(path, 0, &mut out);
+            if out.len() == before {
+                let label = path.display().to_string();
+                out.push(Group {
+                    dir: path.clone(),
+                    label: label.clone(),
+                    files: Vec::new(),
+                    errors: vec![FileError {
+                        path: label,
+                        error: format!("no transcripts (*.{}) in this folder", TRANSCRIPT_EXTENSIONS.join(", *.")),
+                    }],
+                    whole_folder: false,
+                });
+            }
+            continue;
+        }
+        let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let label = if parent.as_os_str().is_empty() { ".".to_string() } else { parent.display().to_string() };
+        let idx = match out.iter().position(|g| !g.whole_folder && g.label == label) {
+            Some(i) => i,
+            None => {
+                out.push(Group { dir: parent, label, files: Vec::new(), errors: Vec::new(), whole_folder: false });
+                out.len() - 1
+            }
+        };
+        if path.exists() {
+            out[idx].files.push(path.clone());
+        } else {
+            out[idx]
+                .errors
+                .push(FileError { path: path.display().to_string(), error: "no such file or folder".into() });
+        }
+    }
+    out
+}
+
+/// The stamp of a file, if it can be read.
+fn stamp(path: &Path) -> Option<FileStamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    let modified = meta.modified().ok()?;
+    let (s, ns) = match modified.duration_since(UNIX_EPOCH) {
+        Ok(d) => (i64::try_from(d.as_secs()).unwrap_or(i64::MAX), d.subsec_nanos()),
+        Err(e) => (-i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX), e.duration().subsec_nanos()),
+    };
+    Some(FileStamp {
+        name: path.file_name()?.to_string_lossy().into_owned(),
+        size: meta.len(),
+        modified_s: s,
+        modified_ns: ns,
+    })
+}
+
+/// Reads and analyzes one file (all conversations of a ShareGPT dataset).
+///
+/// # Errors
+/// When the file cannot be read or parsed.
+pub fn analyze_file(path: &Path, forced: Option<Format>) -> Result<Vec<ConversationAnalysis>> {
+    let conversations = formats::read_path_all(path, forced)?;
+    Ok(conversations.iter().map(analyze).collect())
+}
+
+/// Analyzes transcripts and folders of them, in parallel across files. Saves and reuses nothing.
+#[must_use]
+pub fn analyze_paths(paths: &[PathBuf], forced: Option<Format>) -> Vec<DirAnalysis> {
+    analyze_paths_with(paths, &AnalyzeOptions { forced, reuse_saved: false, save: false }).0
+}
+
+/// Analyzes transcripts and folders of them, in parallel across files, reusing and saving `analysis.json` as
+/// `options` say. Returns the analyses and warnings (saves that failed).
+#[must_use]
+pub fn analyze_paths_with(paths: &[PathBuf], options: &AnalyzeOptions) -> (Vec<DirAnalysis>, Vec<String>) {
+    let groups = groups(paths);
+    let mut warnings = Vec::new();
+    // Reuse fresh saved analyses of whole folders.
+    let reused: Vec<Option<DirAnalysis>> = groups
+        .iter()
+        .map(|g| {
+            (options.reuse_saved && g.whole_folder)
+                .then(|| load_saved(&g.dir))
+                .flatten()
+                .filter(|saved| saved.forced_format == options.forced)
+        })
+        .collect();
+    let jobs: Vec<(usize, &PathBuf)> = groups
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| reused[*i].is_none())
+        .flat_map(|(i, g)| g.files.iter().map(move |f| (i, f)))
+        .collect();
+    let results: Vec<(usize, &PathBuf, Result<Vec<ConversationAnalysis>>)> =
+        jobs.par_iter().map(|&(i, f)| (i, f, analyze_file(f, options.forced))).collect();
+    let mut out: Vec<DirAnalysis> = groups
+        .iter()
+        .map(|g| DirAnalysis {
+            dir: g.label.clone(),
+            conversations: Vec::new(),
+            errors: g.errors.clone(),
+            version: ANALYSIS_VERSION,
+            parrot_version: env!("CARGO_PKG_VERSION").to_string(),
+            forced_format: options.forced,
+            files: Vec::new(),
+            summary: DirSummary::default(),
+        })
+        .collect();
+    for (i, path, result) in results {
+        match result {
+            Ok(mut convs) => {
+                if let Some(s) = stamp(path) {
+                    out[i].files.push(s);
+                }
+                out[i].conversations.append(&mut convs);
+            }
+            Err(e) => {
+                if let Some(s) = stamp(path) {
+                    out[i].files.push(s);
+                }
+                out[i].errors.push(FileError { path: path.display().to_string(), error: format!("{e:#}") });
+            }
+        }
+    }
+    for (i, (d, g)) in out.iter_mut().zip(&groups).enumerate() {
+        if let Some(mut saved) = reused[i].clone() {
+            saved.dir.clone_from(&g.label);
+            *d = saved;
+            continue;
+        }
+        d.summary = DirSummary::of(&d.conversations, d.errors.len());
+        if options.save && g.whole_folder {
+            if let Err(e) = save(&g.dir, d) {
+                warnings.push(format!("{}: could not save the analysis: {e:#}", g.label));
+            }
+        }
+    }
+    (out, warnings)
+}
+
+/// Writes `analysis` to `dir/analysis.json` (through a temporary file, so a reader never sees half of it).
+///
+/// # Errors
+/// When the file cannot be written.
+pub fn save(dir: &Path, analysis: &DirAnalysis) -> Result<()> {
+    let path = dir.join(SAVED_NAME);
+    let tmp = dir.join(format!(".{SAVED_NAME}.tmp"));
+    let bytes = serde_json::to_vec(analysis).context("could not serialize the analysis")?;
+    std::fs::write(&tmp, bytes).with_context(|| format!("could not write '{}'", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("could not replace '{}'", path.display()))
+}
+
+/// The saved analysis of a run folder, if there is one and it is not stale (same analysis and parrot versions,
+/// same transcripts with the same sizes and modification times).
+#[must_use]
+pub fn load_saved(dir: &Path) -> Option<DirAnalysis> {
+    let text = std::fs::read(dir.join(SAVED_NAME)).ok()?;
+    let saved: DirAnalysis = serde_json::from_slice(&text).ok()?;
+    if saved.version != ANALYSIS_VERSION || saved.parrot_version != env!("CARGO_PKG_VERSION") {
+        return None;
+    }
+    let (files, _) = list_dir(dir).ok()?;
+    let mut now: Vec<FileStamp> = files.iter().map(|f| stamp(f)).collect::<Option<Vec<_>>>()?;
+    let mut then = saved.files.clone();
+    now.sort_by(|a, b| a.name.cmp(&b.name));
+    then.sort_by(|a, b| a.name.cmp(&b.name));
+    (now == then).then_some(saved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHAT: &str = r#"[{"role":"user","content":"hi"},{"role":"assistant","content":"hello there"}]"#;
+
+    #[test]
+    fn folder_with_good_and_bad_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.json"), CHAT).unwrap();
+        std::fs::write(dir.path().join("b.jsonl"), b"").unwrap();
+        std::fs::write(dir.path().join("c.log"), b"no done here\n").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"ignored").unwrap();
+        let out = analyze_paths(&[dir.path().to_path_buf()], None);
+        assert_eq!(out.len(), 1);
+        let d = &out[0];
+        assert_eq!(d.conversations.len(), 1);
+        assert_eq!(d.errors.len(), 2);
+        assert!(d.errors[0].path.ends_with("b.jsonl") && d.errors[0].error.contains("empty"), "{:?}", d.errors);
+        assert_eq!(d.summary.conversations, 1);
+        assert_eq!(d.summary.errors, 2);
+        assert_eq!(d.files.len(), 3);
+    }
+
+    #[test]
+    fn saved_analysis_goes_stale_when_a_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.json"), CHAT).unwrap();
+        assert!(load_saved(dir.path()).is_none());
+        let opts = AnalyzeOptions { forced: None, reuse_saved: true, save: true };
+        let (out, warnings) = analyze_paths_with(&[dir.path().to_path_buf()], &opts);
+        assert!(warnings.is_empty());
+        let saved = load_saved(dir.path()).expect("fresh");
+        assert_eq!(saved.conversations, out[0].conversations);
+        // A new transcript makes it stale.
+        std::fs::write(dir.path().join("b.json"), CHAT).unwrap();
+        assert!(load_saved(dir.path()).is_none());
+        let (out, _) = analyze_paths_with(&[dir.path().to_path_buf()], &opts);
+        assert_eq!(out[0].conversations.len(), 2);
+        assert!(load_saved(dir.path()).is_some());
+        // So does a changed size.
+        std::fs::write(dir.path().join("b.json"), format!("{CHAT}\n")).unwrap();
+        assert!(load_saved(dir.path()).is_none());
+    }
+
+    #[test]
+    fn files_named_directly_are_grouped_by_folder_and_missing_ones_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("x.json");
+        std::fs::write(&a, CHAT).unwrap();
+        let out = analyze_paths(&[a.clone(), dir.path().join("missing.json"), a], None);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].conversations.len(), 2);
+        assert_eq!(out[0].errors.len(), 1);
+        assert!(out[0].errors[0].error.contains("no such file"));
+    }
+}

@@ -1,0 +1,363 @@
+//! Character-level text tools shared by the detectors and metrics.
+//!
+//! Small models loop on glued junk without spaces (`remarquer` → `remarquerurusan`), and CJK text has no spaces
+//! at all, so nothing here splits on spaces to compare texts: similarity uses sets of character k-grams
+//! (shingles, Broder 1997), and repeated substrings come from a suffix automaton (Blumer et al. 1985), linear in
+//! the text's length.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// FxHash-style hasher (one multiply per word) for keys that are integers or already mixed hashes.
+#[derive(Default)]
+pub struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn finish(&self) -> u64 {
+        // A multiply leaves the low bits depending on the low bits of the input only, and hashbrown picks buckets
+        // from the low bits: without this final mix, keys differing only in their high half would all collide.
+        mix(self.0)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+}
+
+/// A `HashMap` with [`FxHasher`].
+pub type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// Mixes a 64-bit value (the finaliser of MurmurHash3).
+#[must_use]
+pub fn mix(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// Length of each shingle in characters: about two words, so shingles cross word boundaries and the same words
+/// in another order don't look like a copy, while a CJK phrase still yields several.
+pub const SHINGLE: usize = 12;
+
+/// The distinct character k-grams of `s` as sorted hashes, case-folded, whitespace runs collapsed to one space.
+/// A text shorter than `k` characters gives one shingle of the whole text (so equal short texts still match).
+#[must_use]
+pub fn shingles(s: &str, k: usize) -> Vec<u64> {
+    let mut chars: Vec<u32> = Vec::with_capacity(s.len());
+    let mut last_space = true;
+    for c in s.chars() {
+        if c.is_whitespace() {
+            if !last_space {
+                chars.push(' ' as u32);
+            }
+            last_space = true;
+        } else {
+            chars.extend(c.to_lowercase().map(u32::from));
+            last_space = false;
+        }
+    }
+    if chars.last() == Some(&(' ' as u32)) {
+        chars.pop();
+    }
+    if chars.is_empty() {
+        return Vec::new();
+    }
+    let mut out: Vec<u64> = if chars.len() < k {
+        vec![chars.iter().fold(0u64, |h, &c| mix(h ^ u64::from(c)))]
+    } else {
+        chars.windows(k).map(|w| w.iter().fold(k as u64, |h, &c| mix(h ^ u64::from(c)))).collect()
+    };
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Number of values two sorted, deduplicated lists share.
+#[must_use]
+pub fn intersection(a: &[u64], b: &[u64]) -> usize {
+    let (mut i, mut j, mut n) = (0, 0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                n += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    n
+}
+
+/// How much of the smaller text the larger one contains (the overlap coefficient of their shingle sets), in
+/// [0, 1]. A turn that repeats the previous one with a word glued on scores close to 1. Texts of fewer than
+/// `min_shingles` shingles only match when their sets are equal, so short stock phrases don't count as loops.
+#[must_use]
+pub fn overlap(a: &[u64], b: &[u64], min_shingles: usize) -> f64 {
+    if a.is_empty() || b.is_empty() {
+        return 0.0;
+    }
+    let small = a.len().min(b.len());
+    if small < min_shingles {
+        return if a == b { 1.0 } else { 0.0 };
+    }
+    intersection(a, b) as f64 / small as f64
+}
+
+/// A suffix automaton over a sequence of code points, with the number of occurrences of every state.
+pub struct SuffixAutomaton {
+    len: Vec<u32>,
+    link: Vec<u32>,
+    /// End position (exclusive, in code points) of the first occurrence of each state's strings.
+    first_end: Vec<u32>,
+    /// Transitions, keyed by `state << 32 | char`.
+    next: FxMap<u64, u32>,
+    /// Per state, the head of its list of outgoing characters in `edges` (to copy them when cloning).
+    head: Vec<u32>,
+    /// (character, next entry of the same state's list).
+    edges: Vec<(u32, u32)>,
+    count: Vec<u32>,
+}
+
+const NO_LINK: u32 = u32::MAX;
+
+fn key(state: u32, c: u32) -> u64 {
+    (u64::from(state) << 32) | u64::from(c)
+}
+
+impl SuffixAutomaton {
+    fn add_state(&mut self, len: u32, link: u32, first_end: u32, count: u32) -> u32 {
+        self.len.push(len);
+        self.link.push(link);
+        self.first_end.push(first_end);
+        self.head.push(NO_LINK);
+        self.count.push(count);
+        (self.len.len() - 1) as u32
+    }
+
+    /// Adds a new transition (the key must not exist yet).
+    fn add_edge(&mut self, from: u32, c: u32, to: u32) {
+        self.next.insert(key(from, c), to);
+        self.edges.push((c, self.head[from as usize]));
+        self.head[from as usize] = (self.edges.len() - 1) as u32;
+    }
+
+    /// Builds the automaton of `text` in linear time (hashed transitions) and counts occurrences.
+    #[must_use]
+    pub fn new(text: &[u32]) -> Self {
+        let cap = 2 * text.len() + 2;
+        let mut sam = SuffixAutomaton {
+            len: Vec::with_capacity(cap),
+            link: Vec::with_capacity(cap),
+            first_end: Vec::with_capacity(cap),
+            next: FxMap::with_capacity_and_hasher(3 * text.len() + 1, Default::default()),
+            head: Vec::with_capacity(cap),
+            edges: Vec::with_capacity(3 * text.len() + 1),
+            count: Vec::with_capacity(cap),
+        };
+        sam.add_state(0, NO_LINK, 0, 0);
+        let mut last = 0u32;
+        for (i, &c) in text.iter().enumerate() {
+            let cur = sam.add_state(sam.len[last as usize] + 1, 0, i as u32 + 1, 1);
+            let mut p = last;
+            while p != NO_LINK && !sam.next.contains_key(&key(p, c)) {
+                sam.add_edge(p, c, cur);
+                p = sam.link[p as usize];
+            }
+            if p != NO_LINK {
+                let q = sam.next[&key(p, c)];
+                if sam.len[p as usize] + 1 == sam.len[q as usize] {
+                    sam.link[cur as usize] = q;
+                } else {
+                    let clone =
+                        sam.add_state(sam.len[p as usize] + 1, sam.link[q as usize], sam.first_end[q as usize], 0);
+                    let mut e = sam.head[q as usize];
+                    while e != NO_LINK {
+                        let (ch, nxt) = sam.edges[e as usize];
+                        let to = sam.next[&key(q, ch)];
+                        sam.add_edge(clone, ch, to);
+                        e = nxt;
+                    }
+                    while p != NO_LINK && sam.next.get(&key(p, c)) == Some(&q) {
+                        sam.next.insert(key(p, c), clone);
+                        p = sam.link[p as usize];
+                    }
+                    sam.link[q as usize] = clone;
+                    sam.link[cur as usize] = clone;
+                }
+            }
+            last = cur;
+        }
+        // Occurrence counts: add each state's count to its suffix link, longest states first (counting sort).
+        let max_len = text.len();
+        let mut buckets = vec![0u32; max_len + 2];
+        for &l in &sam.len {
+            buckets[l as usize + 1] += 1;
+        }
+        for i in 1..buckets.len() {
+            buckets[i] += buckets[i - 1];
+        }
+        let mut order = vec![0u32; sam.len.len()];
+        for s in 0..sam.len.len() {
+            let l = sam.len[s] as usize;
+            order[buckets[l] as usize] = s as u32;
+            buckets[l] += 1;
+        }
+        for &s in order.iter().rev() {
+            let l = sam.link[s as usize];
+            if l != NO_LINK {
+                sam.count[l as usize] += sam.count[s as usize];
+            }
+        }
+        sam
+    }
+
+    /// The longest substring occurring at least `min_count` times: (start, length) in code points.
+    #[must_use]
+    pub fn longest_repeated(&self, min_count: u32) -> Option<(usize, usize)> {
+        let mut best: Option<(usize, usize)> = None;
+        for s in 1..self.len.len() {
+            if self.count[s] >= min_count {
+                let l = self.len[s] as usize;
+                if best.is_none_or(|(_, bl)| l > bl) {
+                    let end = self.first_end[s] as usize;
+                    best = Some((end - l, l));
+                }
+            }
+        }
+        best
+    }
+}
+
+/// Code points of a string.
+#[must_use]
+pub fn code_points(s: &str) -> Vec<u32> {
+    s.chars().map(u32::from).collect()
+}
+
+/// The longest substring of `s` occurring at least `min_count` times (occurrences may overlap), as text.
+#[must_use]
+pub fn longest_repeated_substring(s: &str, min_count: u32) -> Option<String> {
+    let cps = code_points(s);
+    let sam = SuffixAutomaton::new(&cps);
+    sam.longest_repeated(min_count)
+        .map(|(start, len)| cps[start..start + len].iter().filter_map(|&c| char::from_u32(c)).collect())
+}
+
+/// True for characters of scripts written without spaces (CJK ideographs, kana, Hangul syllables, Thai).
+#[must_use]
+pub fn is_unspaced_script(c: char) -> bool {
+    matches!(u32::from(c),
+        0x3040..=0x30FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0xAC00..=0xD7AF | 0x0E00..=0x0E7F
+        | 0x20000..=0x2FFFF)
+}
+
+/// Word tokens for the standard metrics: whitespace-separated words, with every character of an unspaced script
+/// (CJK, kana, Hangul, Thai) a token of its own, so that Chinese or Japanese text is measured too.
+#[must_use]
+pub fn tokens(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    for word in s.split_whitespace() {
+        let mut start = 0;
+        for (i, c) in word.char_indices() {
+            if is_unspaced_script(c) {
+                if start < i {
+                    out.push(&word[start..i]);
+                }
+                out.push(&word[i..i + c.len_utf8()]);
+                start = i + c.len_utf8();
+            }
+        }
+        if start < word.len() {
+            out.push(&word[start..]);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive_lrs(s: &[u32], min_count: usize) -> usize {
+        let mut best = 0;
+        for l in 1..=s.len() {
+            let mut found = false;
+            for i in 0..=s.len() - l {
+                let count = (0..=s.len() - l).filter(|&j| s[j..j + l] == s[i..i + l]).count();
+                if count >= min_count {
+                    found = true;
+                    break;
+                }
+            }
+            if found {
+                best = l;
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn suffix_automaton_matches_brute_force() {
+        let mut seed = 7u64;
+        for _ in 0..300 {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let len = (seed >> 40) as usize % 40;
+            let s: Vec<u32> = (0..len)
+                .map(|i| {
+                    let x = mix(seed ^ i as u64);
+                    (x % 3) as u32
+                })
+                .collect();
+            let sam = SuffixAutomaton::new(&s);
+            for min in [2, 3] {
+                let got = sam.longest_repeated(min).map_or(0, |(_, l)| l);
+                assert_eq!(got, naive_lrs(&s, min as usize), "{s:?} min {min}");
+                if let Some((start, l)) = sam.longest_repeated(min) {
+                    let w = &s[start..start + l];
+                    let occ = (0..=s.len() - l).filter(|&j| &s[j..j + l] == w).count();
+                    assert!(occ >= min as usize);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn longest_repeated_substring_on_glued_and_cjk_text() {
+        assert_eq!(longest_repeated_substring("remarquer remarquerurusan", 2).as_deref(), Some("remarquer"));
+        assert_eq!(longest_repeated_substring("で購入した。で購入した。", 2).as_deref(), Some("で購入した。"));
+        assert_eq!(longest_repeated_substring("abc", 2), None);
+    }
+
+    #[test]
+    fn overlap_sees_glued_growth_but_not_shared_stock_phrases() {
+        let a = shingles("remarquerurusan", SHINGLE);
+        let b = shingles("remarquerurusanuserdataで購入", SHINGLE);
+        assert!(overlap(&a, &b, 4) > 0.99);
+        let c = shingles("*smiles* I love volleyball, it keeps me fit.", SHINGLE);
+        let d = shingles("*smiles* The coffee here is wonderful, isn't it?", SHINGLE);
+        assert!(overlap(&c, &d, 4) < 0.3, "{}", overlap(&c, &d, 4));
+        let hi = shingles("Hi!", SHINGLE);
+        assert_eq!(overlap(&hi, &shingles("hi!", SHINGLE), 4), 1.0);
+        assert_eq!(overlap(&hi, &shingles("Hi there", SHINGLE), 4), 0.0);
+    }
+
+    #[test]
+    fn tokens_split_cjk_characters() {
+        assert_eq!(tokens("hello 世界 ok"), vec!["hello", "世", "界", "ok"]);
+        assert_eq!(tokens("remarquerurusanuserdataで購入"), vec!["remarquerurusanuserdata", "で", "購", "入"]);
+    }
+}

@@ -1,0 +1,766 @@
+//! The report's charts, drawn with plotters. Each chart is a [`Figure`] (plain data, built by `report`) and one
+//! drawing function generic over the plotters backend, so the same code gives the page's inline SVG
+//! ([`Figure::svg`], with `SVGBackend::with_string`: a `String`, no file) and the `--png` files (the command layer
+//! hands a `BitMapBackend` to [`Figure::draw`]).
+//!
+//! Text: plotters measures text with `ab_glyph`, which needs a registered font; we embed DejaVu Sans (see
+//! `assets/fonts/`) so that charts look the same on every machine. plotters escapes `<`, `>`, `&` and quotes in the
+//! text and attributes it writes (checked by a test below); the hover titles we add to the scatter are escaped by
+//! [`escape_xml`].
+//!
+//! Colors: run set `i` gets color `i % 20` of [`PALETTE`] and, from the 11th set on, a different marker and a
+//! dashed line, so 20 sets stay distinguishable (and 40 still do).
+
+use std::sync::Once;
+
+use anyhow::{anyhow, Result};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::{register_font, FontStyle, RGBColor};
+
+/// The font used to measure and draw chart text (DejaVu Sans, free license: see `assets/fonts/LICENSE-DejaVu`).
+static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+static FONT_ONCE: Once = Once::new();
+
+/// Family name charts ask for; the browser falls back to its own sans-serif for SVG text.
+const FAMILY: &str = "sans-serif";
+
+/// Twenty colors that stay apart on white: Tableau 10, then ten darker or more saturated ones.
+pub const PALETTE: [(u8, u8, u8); 20] = [
+    (0x1f, 0x77, 0xb4),
+    (0xff, 0x7f, 0x0e),
+    (0x2c, 0xa0, 0x2c),
+    (0xd6, 0x27, 0x28),
+    (0x94, 0x67, 0xbd),
+    (0x8c, 0x56, 0x4b),
+    (0xe3, 0x77, 0xc2),
+    (0x7f, 0x7f, 0x7f),
+    (0xbc, 0xbd, 0x22),
+    (0x17, 0xbe, 0xcf),
+    (0x00, 0x00, 0x75),
+    (0x91, 0x1e, 0xb4),
+    (0x46, 0x99, 0x90),
+    (0x80, 0x80, 0x00),
+    (0x80, 0x00, 0x00),
+    (0xf0, 0x32, 0xe6),
+    (0x3c, 0xb4, 0x4b),
+    (0x43, 0x63, 0xd8),
+    (0x9a, 0x63, 0x24),
+    (0xe6, 0x19, 0x4b),
+];
+
+/// Marker shapes, chosen by `set / 10`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Shape {
+    /// A filled circle (sets 1–10).
+    Circle,
+    /// A filled triangle (sets 11–20).
+    Triangle,
+    /// A filled square (sets 21–30).
+    Square,
+    /// A cross (sets 31–40).
+    Cross,
+}
+
+/// How run set `i` is drawn: color, marker and whether its lines are dashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetStyle {
+    /// Color.
+    pub color: RGBColor,
+    /// Marker.
+    pub shape: Shape,
+    /// Dashed lines (sets past the first ten).
+    pub dashed: bool,
+}
+
+/// The style of run set `i`.
+#[must_use]
+pub fn set_style(i: usize) -> SetStyle {
+    let (r, g, b) = PALETTE[i % PALETTE.len()];
+    let shape = match (i / 10) % 4 {
+        0 => Shape::Circle,
+        1 => Shape::Triangle,
+        2 => Shape::Square,
+        _ => Shape::Cross,
+    };
+    SetStyle { color: RGBColor(r, g, b), shape, dashed: (i / 10) % 2 == 1 }
+}
+
+/// `#rrggbb` of run set `i`, for the HTML legend.
+#[must_use]
+pub fn set_color_hex(i: usize) -> String {
+    let (r, g, b) = PALETTE[i % PALETTE.len()];
+    format!("#{r:02x}{g:02x}{b:02x}")
+}
+
+/// Escapes text for XML content and attribute values.
+#[must_use]
+pub fn escape_xml(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// One point of the scatter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScatterPoint {
+    /// Loop density (x).
+    pub loop_density: f64,
+    /// Average response length in characters (y).
+    pub avg_response_length: f64,
+    /// The hover title: the file and its numbers.
+    pub title: String,
+    /// The page anchor of the conversation (`c-12`), for click-through.
+    pub anchor: String,
+}
+
+/// One Kaplan–Meier step curve of an onset chart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Curve {
+    /// Run set index (for the style).
+    pub set: usize,
+    /// Step points `(x, fraction still free)`, starting at `(0, 1)`.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// A histogram's bins.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bins {
+    /// Label of each bin (x axis).
+    pub labels: Vec<String>,
+    /// Share of the run set's items in each bin, in [0, 1].
+    pub shares: Vec<f64>,
+}
+
+/// A detected phenomenon marked on a timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mark {
+    /// Message index of its onset.
+    pub message: usize,
+    /// Its name.
+    pub name: String,
+}
+
+/// Everything the report draws.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Figure {
+    /// Average response length against loop density, one point per conversation, per run set.
+    Scatter {
+        /// Points of each run set, in run-set order.
+        sets: Vec<Vec<ScatterPoint>>,
+        /// Run-set labels for the legend beside the plot (empty: no legend).
+        legend: Vec<String>,
+    },
+    /// Fraction of conversations still free of any detection, against turns or tokens.
+    Onset {
+        /// The x axis' description.
+        x_label: String,
+        /// One curve per run set that has the data.
+        curves: Vec<Curve>,
+        /// Run-set labels for the legend beside the plot (empty: no legend).
+        legend: Vec<String>,
+    },
+    /// A histogram of one run set.
+    Histogram {
+        /// The x axis' description.
+        x_label: String,
+        /// Run set index (for the color).
+        set: usize,
+        /// The bins.
+        bins: Bins,
+        /// The y axis maximum, shared by the run sets so that their histograms compare.
+        y_max: f64,
+    },
+    /// Message length per message, per speaker, with detections marked from their onset.
+    Timeline {
+        /// `(message index, characters)` of the assistant's messages.
+        assistant: Vec<(usize, usize)>,
+        /// `(message index, characters)` of the user's messages.
+        user: Vec<(usize, usize)>,
+        /// Detected phenomena.
+        marks: Vec<Mark>,
+        /// Number of messages.
+        messages: usize,
+    },
+    /// Pairwise similarity of the messages, possibly downsampled.
+    Heatmap {
+        /// Square matrix of similarities in [0, 1].
+        cells: Vec<Vec<f32>>,
+        /// Messages per cell.
+        bin: usize,
+        /// Number of messages.
+        messages: usize,
+    },
+}
+
+fn ensure_font() {
+    FONT_ONCE.call_once(|| {
+        // The font is compiled in and known to be valid; a failure would show as charts without text metrics.
+        if register_font(FAMILY, FontStyle::Normal, FONT).is_err() {
+            tracing::warn!("the embedded chart font could not be loaded");
+        }
+    });
+}
+
+fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow!("could not draw a chart: {e:?}")
+}
+
+const GRID: RGBColor = RGBColor(0xe4, 0xe4, 0xe4);
+const AXIS: RGBColor = RGBColor(0x55, 0x55, 0x55);
+const ASSISTANT: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
+const USER: RGBColor = RGBColor(0xff, 0x7f, 0x0e);
+const ALERT: RGBColor = RGBColor(0xc0, 0x1c, 0x28);
+
+impl Figure {
+    /// Size in pixels.
+    #[must_use]
+    pub fn size(&self) -> (u32, u32) {
+        match self {
+            Figure::Scatter { .. } => (1000, 480),
+            Figure::Onset { .. } => (1000, 420),
+            Figure::Histogram { .. } => (360, 220),
+            Figure::Timeline { .. } => (700, 280),
+            Figure::Heatmap { .. } => (420, 380),
+        }
+    }
+
+    /// Renders the figure as an SVG document (a `String`; nothing is written).
+    ///
+    /// # Errors
+    /// When plotters fails to draw (it does not for finite data).
+    pub fn svg(&self) -> Result<String> {
+        let mut out = String::new();
+        let hover = {
+            let root = SVGBackend::with_string(&mut out, self.size()).into_drawing_area();
+            let hover = self.draw(&root)?;
+            root.present().map_err(err)?;
+            hover
+        };
+        if !hover.is_empty() {
+            // plotters has no element for `<title>`: add an invisible hit layer with one titled circle per point.
+            let mut layer = String::from("<g class=\"hover\">\n");
+            for (x, y, title, anchor) in hover {
+                layer.push_str(&format!(
+                    "<a href=\"#{}\"><circle class=\"pt\" cx=\"{x}\" cy=\"{y}\" r=\"7\" fill=\"#000\" fill-opacity=\"0\"><title>{}</title></circle></a>\n",
+                    escape_xml(&anchor),
+                    escape_xml(&title)
+                ));
+            }
+            layer.push_str("</g>\n");
+            match out.rfind("</svg>") {
+                Some(at) => out.insert_str(at, &layer),
+                None => out.push_str(&layer),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Draws the figure on any plotters area. Returns the scatter's hover targets `(x, y, title, anchor)` in
+    /// backend pixels (empty for other figures).
+    ///
+    /// # Errors
+    /// When the backend fails (a PNG that cannot be written).
+    pub fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<Vec<(i32, i32, String, String)>> {
+        ensure_font();
+        root.fill(&WHITE).map_err(err)?;
+        match self {
+            Figure::Scatter { sets, legend } => {
+                let plot = draw_legend(root, legend, false)?;
+                draw_scatter(&plot, sets)
+            }
+            Figure::Onset { x_label, curves, legend } => {
+                let plot = draw_legend(root, legend, true)?;
+                draw_onset(&plot, x_label, curves).map(|()| Vec::new())
+            }
+            Figure::Histogram { x_label, set, bins, y_max } => {
+                draw_histogram(root, x_label, *set, bins, *y_max).map(|()| Vec::new())
+            }
+            Figure::Timeline { assistant, user, marks, messages } => {
+                draw_timeline(root, assistant, user, marks, *messages).map(|()| Vec::new())
+            }
+            Figure::Heatmap { cells, bin, messages } => draw_heatmap(root, cells, *bin, *messages).map(|()| Vec::new()),
+        }
+    }
+}
+
+/// Width of the legend panel beside a scatter or onset plot.
+const LEGEND_WIDTH: u32 = 330;
+/// The most characters of a run-set label in a chart legend (the page's legend has them whole).
+const LEGEND_CHARS: usize = 52;
+
+/// Draws the run-set legend in a panel on the right and returns the area left for the plot.
+fn draw_legend<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    labels: &[String],
+    lines: bool,
+) -> Result<DrawingArea<DB, Shift>> {
+    if labels.is_empty() {
+        return Ok(root.clone());
+    }
+    let (plot, side) = root.split_horizontally(root.dim_in_pixel().0.saturating_sub(LEGEND_WIDTH));
+    let row = (((root.dim_in_pixel().1 as usize).saturating_sub(40) / labels.len().max(1)).clamp(10, 18)) as i32;
+    let font = (FAMILY, if row < 14 { 10 } else { 11 }).into_font().color(&RGBColor(0x33, 0x33, 0x33));
+    for (i, label) in labels.iter().enumerate() {
+        let style = set_style(i);
+        let y = 24 + row * i as i32;
+        if lines {
+            side.draw(&PathElement::new([(2, y), (24, y)], style.color.stroke_width(2))).map_err(err)?;
+        }
+        let fill = style.color.mix(0.85).filled();
+        let at = (13, y);
+        match style.shape {
+            Shape::Circle => side.draw(&Circle::new(at, 4, fill)),
+            Shape::Triangle => side.draw(&TriangleMarker::new(at, 5, fill)),
+            Shape::Square => side.draw(&Rectangle::new([(9, y - 4), (17, y + 4)], fill)),
+            Shape::Cross => side.draw(&Cross::new(at, 4, style.color.stroke_width(2))),
+        }
+        .map_err(err)?;
+        // Numbered like the page's legend, so a cut label is still identified.
+        let label = format!("{}. {label}", i + 1);
+        let text: String = if label.chars().count() > LEGEND_CHARS {
+            label.chars().take(LEGEND_CHARS - 1).chain(std::iter::once('…')).collect()
+        } else {
+            label
+        };
+        side.draw(&Text::new(text, (30, y - 7), font.clone())).map_err(err)?;
+    }
+    Ok(plot)
+}
+
+/// Tick labels without useless decimals: integers for counts, two decimals below 10.
+fn tick(v: &f64) -> String {
+    if ((v - v.round()).abs() < 1e-9 && v.abs() >= 1.0) || *v == 0.0 {
+        format!("{v:.0}")
+    } else if v.abs() < 10.0 {
+        format!("{v:.2}").trim_end_matches('0').to_string()
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn axis_font() -> TextStyle<'static> {
+    (FAMILY, 13).into_font().color(&AXIS)
+}
+
+/// Upper end of an axis: a little above the data, never zero.
+fn nice_max(max: f64, floor: f64) -> f64 {
+    if max.is_finite() && max > floor {
+        max * 1.08
+    } else {
+        floor
+    }
+}
+
+fn draw_marker<DB: DrawingBackend>(
+    chart: &mut ChartContext<
+        '_,
+        DB,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    at: (f64, f64),
+    style: SetStyle,
+) -> Result<()> {
+    let fill = style.color.mix(0.85).filled();
+    match style.shape {
+        Shape::Circle => chart.draw_series(std::iter::once(Circle::new(at, 4, fill))).map(|_| ()),
+        Shape::Triangle => chart.draw_series(std::iter::once(TriangleMarker::new(at, 5, fill))).map(|_| ()),
+        Shape::Square => chart
+            .draw_series(std::iter::once(EmptyElement::at(at) + Rectangle::new([(-4, -4), (4, 4)], fill)))
+            .map(|_| ()),
+        Shape::Cross => chart.draw_series(std::iter::once(Cross::new(at, 4, style.color.stroke_width(2)))).map(|_| ()),
+    }
+    .map_err(err)
+}
+
+type Hover = Vec<(i32, i32, String, String)>;
+
+fn draw_scatter<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, sets: &[Vec<ScatterPoint>]) -> Result<Hover> {
+    let all = sets.iter().flatten();
+    let x_max = nice_max(all.clone().map(|p| p.loop_density).fold(0.0, f64::max), 0.1);
+    let y_max = nice_max(all.map(|p| p.avg_response_length).fold(0.0, f64::max), 10.0);
+    let mut chart = ChartBuilder::on(root)
+        .margin(14)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(GRID)
+        .axis_style(AXIS)
+        .x_desc("loop density (share of assistant characters in repeated word runs)")
+        .y_desc("average response length (characters)")
+        .x_label_formatter(&tick)
+        .y_label_formatter(&tick)
+        .label_style(axis_font())
+        .axis_desc_style((FAMILY, 14))
+        .draw()
+        .map_err(err)?;
+    let mut hover = Vec::new();
+    for (i, points) in sets.iter().enumerate() {
+        let style = set_style(i);
+        for p in points {
+            let at = (p.loop_density, p.avg_response_length);
+            if !(at.0.is_finite() && at.1.is_finite()) {
+                continue;
+            }
+            draw_marker(&mut chart, at, style)?;
+            let (x, y) = chart.backend_coord(&at);
+            hover.push((x, y, p.title.clone(), p.anchor.clone()));
+        }
+    }
+    Ok(hover)
+}
+
+fn draw_onset<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, x_label: &str, curves: &[Curve]) -> Result<()> {
+    let x_max = nice_max(curves.iter().flat_map(|c| c.points.iter().map(|p| p.0)).fold(0.0, f64::max), 1.0);
+    let mut chart = ChartBuilder::on(root)
+        .margin(14)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.0..x_max, 0.0..1.02)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(GRID)
+        .axis_style(AXIS)
+        .x_desc(x_label)
+        .x_label_formatter(&tick)
+        .y_desc("conversations still free of loops/breaks")
+        .y_label_formatter(&|v| format!("{:.0}%", v * 100.0))
+        .label_style(axis_font())
+        .axis_desc_style((FAMILY, 14))
+        .draw()
+        .map_err(err)?;
+    for curve in curves {
+        let style = set_style(curve.set);
+        let mut steps = Vec::with_capacity(curve.points.len() * 2);
+        for (k, &(x, y)) in curve.points.iter().enumerate() {
+            if k > 0 {
+                steps.push((x, curve.points[k - 1].1));
+            }
+            steps.push((x, y));
+        }
+        let line = style.color.stroke_width(2);
+        if style.dashed {
+            chart.draw_series(DashedLineSeries::new(steps, 6, 4, line)).map_err(err)?;
+        } else {
+            chart.draw_series(LineSeries::new(steps, line)).map_err(err)?;
+        }
+        if let Some(&last) = curve.points.last() {
+            draw_marker(&mut chart, last, style)?;
+        }
+    }
+    Ok(())
+}
+
+fn draw_histogram<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    x_label: &str,
+    set: usize,
+    bins: &Bins,
+    y_max: f64,
+) -> Result<()> {
+    let n = bins.labels.len().max(1);
+    let labels = bins.labels.clone();
+    let mut chart = ChartBuilder::on(root)
+        .margin(8)
+        .x_label_area_size(36)
+        .y_label_area_size(44)
+        .build_cartesian_2d(0.0..n as f64, 0.0..nice_max(y_max, 0.05))
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(GRID)
+        .axis_style(AXIS)
+        .x_labels(n.min(6))
+        .x_label_formatter(&|v| {
+            let i = v.round() as usize;
+            labels.get(i).cloned().unwrap_or_default()
+        })
+        .y_label_formatter(&|v| format!("{:.0}%", v * 100.0))
+        .x_desc(x_label)
+        .label_style((FAMILY, 11).into_font().color(&AXIS))
+        .axis_desc_style((FAMILY, 12))
+        .draw()
+        .map_err(err)?;
+    let color = set_style(set).color;
+    chart
+        .draw_series(bins.shares.iter().enumerate().map(|(i, &share)| {
+            Rectangle::new([(i as f64 + 0.08, 0.0), (i as f64 + 0.92, share)], color.mix(0.85).filled())
+        }))
+        .map_err(err)?;
+    Ok(())
+}
+
+fn draw_timeline<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    assistant: &[(usize, usize)],
+    user: &[(usize, usize)],
+    marks: &[Mark],
+    messages: usize,
+) -> Result<()> {
+    let y_max = nice_max(assistant.iter().chain(user).map(|p| p.1 as f64).fold(0.0, f64::max), 10.0) * 1.1;
+    let x_max = (messages.max(2) - 1) as f64;
+    let mut chart = ChartBuilder::on(root)
+        .margin(10)
+        .margin_top(22)
+        .x_label_area_size(38)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(GRID)
+        .axis_style(AXIS)
+        .x_desc("message")
+        .y_desc("characters")
+        .x_label_formatter(&tick)
+        .y_label_formatter(&tick)
+        .label_style(axis_font())
+        .axis_desc_style((FAMILY, 13))
+        .draw()
+        .map_err(err)?;
+    for (k, mark) in marks.iter().enumerate() {
+        let x = mark.message as f64;
+        chart
+            .draw_series(DashedLineSeries::new([(x, 0.0), (x, y_max)], 4, 3, ALERT.mix(0.7).stroke_width(1)))
+            .map_err(err)?;
+        let (px, py) = chart.backend_coord(&(x, y_max));
+        let dy = 2 + 13 * (k % 3) as i32;
+        root.draw(&Text::new(format!("▶ {}", mark.name), (px + 2, py + dy), (FAMILY, 11).into_font().color(&ALERT)))
+            .map_err(err)?;
+    }
+    for (points, color, name) in [(assistant, ASSISTANT, "assistant"), (user, USER, "user")] {
+        let pts: Vec<(f64, f64)> = points.iter().map(|&(x, y)| (x as f64, y as f64)).collect();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .map_err(err)?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
+        chart.draw_series(pts.iter().map(|&p| Circle::new(p, 2, color.filled()))).map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(GRID)
+        .label_font((FAMILY, 12))
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
+
+/// White → yellow-green → blue → navy: similarity 0 is the page's background, so empty cells need no drawing.
+fn heat_color(v: f32) -> RGBColor {
+    const STOPS: [(f32, (f32, f32, f32)); 5] = [
+        (0.0, (255.0, 255.0, 255.0)),
+        (0.25, (199.0, 233.0, 180.0)),
+        (0.5, (65.0, 182.0, 196.0)),
+        (0.75, (34.0, 94.0, 168.0)),
+        (1.0, (8.0, 29.0, 88.0)),
+    ];
+    let v = v.clamp(0.0, 1.0);
+    for w in STOPS.windows(2) {
+        let ((a, ca), (b, cb)) = (w[0], w[1]);
+        if v <= b {
+            let t = (v - a) / (b - a);
+            let mix = |x: f32, y: f32| (x + (y - x) * t).round() as u8;
+            return RGBColor(mix(ca.0, cb.0), mix(ca.1, cb.1), mix(ca.2, cb.2));
+        }
+    }
+    RGBColor(8, 29, 88)
+}
+
+/// Cells below this similarity are left white: it keeps the SVG of a long, healthy conversation small.
+const HEAT_FLOOR: f32 = 0.05;
+/// Number of color steps of the heatmap (a binned colormap: easier to read and to compress).
+const HEAT_LEVELS: usize = 10;
+
+/// The color step of a similarity, `None` below [`HEAT_FLOOR`].
+fn heat_level(v: f32) -> Option<usize> {
+    (v >= HEAT_FLOOR).then(|| ((v.clamp(0.0, 1.0) * HEAT_LEVELS as f32) as usize).min(HEAT_LEVELS - 1))
+}
+
+/// The similarity a color step is drawn with (its middle).
+fn level_value(level: usize) -> f32 {
+    (level as f32 + 0.5) / HEAT_LEVELS as f32
+}
+
+fn draw_heatmap<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    cells: &[Vec<f32>],
+    bin: usize,
+    messages: usize,
+) -> Result<()> {
+    let (main, bar) = root.split_horizontally(root.dim_in_pixel().0 - 74);
+    let n = (cells.len() * bin).max(1) as f64;
+    let mut chart = ChartBuilder::on(&main)
+        .margin(10)
+        .x_label_area_size(38)
+        .y_label_area_size(48)
+        .build_cartesian_2d(0.0..n, n..0.0)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .axis_style(AXIS)
+        .x_desc(format!("message (of {messages})"))
+        .y_desc("message")
+        .x_label_formatter(&tick)
+        .y_label_formatter(&tick)
+        .label_style(axis_font())
+        .axis_desc_style((FAMILY, 13))
+        .draw()
+        .map_err(err)?;
+    // Colors come in HEAT_LEVELS steps and equal neighbours in a row become one rectangle: a looping conversation
+    // is similar almost everywhere, and one element per cell would make its SVG hundreds of kilobytes.
+    let b = bin as f64;
+    let mut runs: Vec<(usize, usize, usize, usize)> = Vec::new();
+    for (i, row) in cells.iter().enumerate() {
+        let mut j = 0;
+        while j < row.len() {
+            if let Some(level) = heat_level(row[j]) {
+                let start = j;
+                while j + 1 < row.len() && heat_level(row[j + 1]) == Some(level) {
+                    j += 1;
+                }
+                runs.push((i, start, j, level));
+            }
+            j += 1;
+        }
+    }
+    chart
+        .draw_series(runs.into_iter().map(|(i, j0, j1, level)| {
+            Rectangle::new(
+                [(j0 as f64 * b, i as f64 * b), ((j1 + 1) as f64 * b, (i + 1) as f64 * b)],
+                heat_color(level_value(level)).filled(),
+            )
+        }))
+        .map_err(err)?;
+    let mut scale = ChartBuilder::on(&bar)
+        .margin(10)
+        .margin_left(4)
+        .x_label_area_size(38)
+        .y_label_area_size(0)
+        .right_y_label_area_size(34)
+        .build_cartesian_2d(0.0..1.0, 0.0..1.0)
+        .map_err(err)?;
+    scale
+        .configure_mesh()
+        .disable_mesh()
+        .disable_x_axis()
+        .y_labels(6)
+        .y_label_formatter(&|v| format!("{v:.1}"))
+        .label_style((FAMILY, 11).into_font().color(&AXIS))
+        .draw()
+        .map_err(err)?;
+    scale
+        .draw_series((0..HEAT_LEVELS).map(|k| {
+            let (lo, hi) = (k as f64 / HEAT_LEVELS as f64, (k + 1) as f64 / HEAT_LEVELS as f64);
+            Rectangle::new([(0.0, lo), (1.0, hi)], heat_color(level_value(k)).filled())
+        }))
+        .map_err(err)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(x: f64, y: f64, title: &str) -> ScatterPoint {
+        ScatterPoint { loop_density: x, avg_response_length: y, title: title.into(), anchor: "c-0".into() }
+    }
+
+    #[test]
+    fn scatter_has_one_titled_point_per_conversation_and_escapes_titles() {
+        let fig = Figure::Scatter {
+            sets: vec![
+                vec![point(0.1, 100.0, "a.jsonl"), point(0.3, 50.0, "<b>&\"x\".log")],
+                vec![point(0.0, 0.0, "c")],
+            ],
+            legend: vec!["a<&>".into(), "b".into()],
+        };
+        let svg = fig.svg().unwrap();
+        assert_eq!(svg.matches("<title>").count(), 3);
+        assert!(svg.contains("<title>&lt;b&gt;&amp;&quot;x&quot;.log</title>"), "{svg}");
+        assert!(!svg.contains("<b>"));
+        assert!(svg.contains("a&lt;&amp;&gt;"), "the legend is drawn and escaped");
+        assert!(svg.contains("a&lt;&amp;&gt;"), "the legend is drawn and escaped");
+        assert!(svg.trim_end().ends_with("</svg>"));
+    }
+
+    #[test]
+    fn plotters_escapes_the_text_it_draws() {
+        let fig = Figure::Timeline {
+            assistant: vec![(1, 10), (3, 20)],
+            user: vec![(2, 5)],
+            marks: vec![Mark { message: 2, name: "<script>&".into() }],
+            messages: 4,
+        };
+        let svg = fig.svg().unwrap();
+        assert!(svg.contains("&lt;script&gt;&amp;"), "{svg}");
+        assert!(!svg.contains("<script>"));
+    }
+
+    #[test]
+    fn empty_data_still_draws() {
+        for fig in [
+            Figure::Scatter { sets: vec![], legend: vec![] },
+            Figure::Onset { x_label: "turns".into(), curves: vec![], legend: vec!["only".into()] },
+            Figure::Timeline { assistant: vec![], user: vec![], marks: vec![], messages: 0 },
+            Figure::Heatmap { cells: vec![], bin: 1, messages: 0 },
+            Figure::Histogram {
+                x_label: "x".into(),
+                set: 3,
+                bins: Bins { labels: vec![], shares: vec![] },
+                y_max: 0.0,
+            },
+        ] {
+            let svg = fig.svg().unwrap();
+            assert!(svg.starts_with("<svg"), "{svg}");
+        }
+    }
+
+    #[test]
+    fn heatmap_draws_only_similar_cells() {
+        let cells = vec![vec![1.0, 0.0, 0.9], vec![0.0, 1.0, 0.0], vec![0.9, 0.0, 1.0]];
+        let svg = Figure::Heatmap { cells, bin: 1, messages: 3 }.svg().unwrap();
+        // 5 cells above the floor, 10 colour-bar steps, plus the background rectangles of the areas.
+        let rects = svg.matches("<rect").count();
+        assert!((15..20).contains(&rects), "{rects}");
+        // Equal neighbours merge: a uniform 4 × 4 matrix is 4 row rectangles.
+        let uniform = Figure::Heatmap { cells: vec![vec![0.95; 4]; 4], bin: 1, messages: 4 }.svg().unwrap();
+        assert_eq!(uniform.matches("<rect").count(), rects - 5 + 4);
+        assert_eq!((heat_level(0.01), heat_level(0.05), heat_level(1.0)), (None, Some(0), Some(9)));
+    }
+
+    #[test]
+    fn styles_differ_for_twenty_sets() {
+        let styles: Vec<SetStyle> = (0..20).map(set_style).collect();
+        for i in 0..20 {
+            for j in 0..i {
+                assert_ne!(styles[i], styles[j]);
+            }
+        }
+        assert_eq!(set_color_hex(0), "#1f77b4");
+        assert_eq!(heat_color(0.0), RGBColor(255, 255, 255));
+        assert_eq!([tick(&800.0), tick(&0.25), tick(&0.0), tick(&12.4)], ["800", "0.25", "0", "12"]);
+    }
+}

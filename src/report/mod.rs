@@ -1,0 +1,691 @@
+//! The report: one self-contained HTML page that compares run sets (folders of transcripts) and lets a reader
+//! drill down to one conversation. Pure: takes analyses and conversations, returns the page as a `String`; the
+//! command layer (`commands/report.rs`) reads the folders and writes the files.
+//!
+//! What the page holds, and why:
+//! * the original tool's scatter (average response length against loop density, one point per conversation), so
+//!   results read the same as before;
+//! * an onset curve per run set: the Kaplan–Meier estimate of the share of conversations still free of any
+//!   detected loop or break after t turns (or tokens). Conversations that end without breaking are censored, not
+//!   counted as healthy forever, so run sets with different lengths compare fairly — the one picture that ranks
+//!   sampler settings;
+//! * per run set histograms (the original's bins), a sortable summary table and a per-file table;
+//! * per conversation a length timeline with detections marked, a turn self-similarity heatmap and the transcript
+//!   with repeated spans highlighted.
+//!
+//! Everything that came from a model or a file is untrusted: the template auto-escapes it, plotters escapes the
+//! text it draws, and the hover titles are escaped in `charts`.
+
+pub mod charts;
+pub mod labels;
+pub mod text;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{Context, Result};
+use minijinja::{AutoEscape, Environment};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::analysis::{Conversation, ConversationAnalysis};
+use crate::transcript::Speaker;
+use charts::{Bins, Curve, Figure, Mark, ScatterPoint};
+use labels::{Facts, Variation};
+
+/// The page template, compiled into the binary so that `parrot report` works from any folder.
+const TEMPLATE: &str = include_str!("../../templates/report.html.j2");
+
+/// The most cells per side of a self-similarity heatmap; longer conversations are binned (maximum per block).
+pub const HEATMAP_CELLS: usize = 40;
+
+/// The phenomena in the order the analysis documents them; unknown names follow alphabetically.
+const PHENOMENA: &[&str] = &[
+    "single_turn_loop",
+    "multi_turn_loop",
+    "intra_turn_repetition",
+    "prefix_repetition",
+    "semantic_repetition",
+    "word_soup",
+    "nothing_to_say",
+    "apostrophe_break",
+    "leading_whitespace",
+    "rejection",
+];
+
+/// One conversation of a run set: its analysis and, when the file could be read, its text.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// The analysis (computed now or loaded from a fresh `analysis.json`).
+    pub analysis: ConversationAnalysis,
+    /// The conversation itself, for the transcript, the heatmap and the run-set labels; `None` when only a saved
+    /// analysis was available.
+    pub conversation: Option<Conversation>,
+    /// Facts the conversation type does not carry (e.g. `backend` from a parrot header), merged into its facts.
+    pub extra_facts: Facts,
+}
+
+/// A file that could not be used, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// The file or folder.
+    pub path: String,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// One run folder.
+#[derive(Debug, Clone)]
+pub struct RunSet {
+    /// The folder as given on the command line.
+    pub dir: String,
+    /// Its conversations.
+    pub items: Vec<Item>,
+    /// Files that were skipped.
+    pub problems: Vec<Problem>,
+}
+
+/// Page-level details that are not data.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// When the report was made (free text; empty to leave out, which keeps snapshots stable).
+    pub generated: String,
+}
+
+/// Facts of one conversation: its config flattened, its models and the extra facts.
+#[must_use]
+pub fn conversation_facts(item: &Item) -> Facts {
+    let mut facts = Facts::new();
+    if let Some(conv) = &item.conversation {
+        if let Some(config) = &conv.config {
+            labels::flatten_config("", config, &mut facts);
+        }
+        for (role, model) in &conv.models {
+            facts.insert(format!("{role}_model"), model_name(model));
+        }
+    }
+    facts.extend(item.extra_facts.clone());
+    facts
+}
+
+/// A model description shortened to its file name (paths differ between machines; the file name is the model).
+fn model_name(model: &str) -> String {
+    let trimmed = model.trim();
+    trimmed.rsplit(['/', '\\']).next().unwrap_or(trimmed).to_string()
+}
+
+/// Labels of the run sets (derived from what differs between their configs) and the variations behind them.
+#[must_use]
+pub fn run_set_labels(sets: &[RunSet]) -> (Vec<String>, Vec<Variation>) {
+    let facts: Vec<Facts> = sets
+        .iter()
+        .map(|s| labels::common_facts(&s.items.iter().map(conversation_facts).collect::<Vec<_>>()))
+        .collect();
+    let names: Vec<String> = sets.iter().map(|s| folder_name(&s.dir)).collect();
+    labels::labels(&facts, &names)
+}
+
+fn folder_name(dir: &str) -> String {
+    let trimmed = dir.trim_end_matches(['/', '\\']);
+    let name = trimmed.rsplit(['/', '\\']).next().unwrap_or(trimmed);
+    if name.is_empty() {
+        dir.to_string()
+    } else {
+        name.to_string()
+    }
+}
+
+fn file_name(path: &str) -> &str {
+    path.rsplit(['/', '\\']).next().unwrap_or(path)
+}
+
+/// Kaplan–Meier survival estimate from `(time, event)` observations (`event = false`: censored at `time`).
+/// Returns the step points `(t, S(t))`, starting at `(0, 1)` and ending at the last observation time.
+#[must_use]
+pub fn kaplan_meier(observations: &[(f64, bool)]) -> Vec<(f64, f64)> {
+    let mut obs: Vec<(f64, bool)> = observations.iter().copied().filter(|(t, _)| t.is_finite()).collect();
+    obs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut points = vec![(0.0, 1.0)];
+    let mut at_risk = obs.len() as f64;
+    let mut survival = 1.0;
+    let mut i = 0;
+    while i < obs.len() {
+        let t = obs[i].0;
+        let (mut events, mut leaving) = (0.0, 0.0);
+        while i < obs.len() && obs[i].0 == t {
+            events += f64::from(u8::from(obs[i].1));
+            leaving += 1.0;
+            i += 1;
+        }
+        if events > 0.0 && at_risk > 0.0 {
+            survival *= 1.0 - events / at_risk;
+            points.push((t, survival));
+        }
+        at_risk -= leaving;
+    }
+    if let Some(&(last, _)) = obs.last() {
+        if points.last().is_some_and(|p| p.0 < last) {
+            points.push((last, survival));
+        }
+    }
+    points
+}
+
+/// The first time at which a Kaplan–Meier curve reaches 50 % or less; `None` when it never does.
+#[must_use]
+pub fn km_median(points: &[(f64, f64)]) -> Option<f64> {
+    points.iter().find(|p| p.1 <= 0.5).map(|p| p.0)
+}
+
+/// `(turns, broke)` for the onset curve over assistant turns: a conversation whose first detection began at
+/// assistant turn k broke after k + 1 turns; one without any is censored at its number of assistant turns.
+fn turn_observation(a: &ConversationAnalysis) -> (f64, bool) {
+    match a.first_onset {
+        Some(k) => ((k + 1) as f64, true),
+        None => (a.assistant_turns as f64, false),
+    }
+}
+
+/// `(tokens, broke)` when the format recorded tokens; `None` when it did not.
+fn token_observation(a: &ConversationAnalysis) -> Option<(f64, bool)> {
+    if a.first_onset.is_some() {
+        let onset = a
+            .detectors
+            .values()
+            .flat_map(|d| [&d.assistant, &d.user])
+            .filter(|d| d.detected)
+            .filter_map(|d| d.onset_tokens)
+            .min()?;
+        Some((onset as f64, true))
+    } else {
+        a.total_tokens.map(|t| (t as f64, false))
+    }
+}
+
+/// Whether a phenomenon was detected in a conversation, for either speaker.
+fn detected(a: &ConversationAnalysis, name: &str) -> bool {
+    a.detectors.get(name).is_some_and(|d| d.assistant.detected || d.user.detected)
+}
+
+/// The phenomena present in any analysis, in documented order.
+fn phenomena(sets: &[RunSet]) -> Vec<String> {
+    let names: BTreeSet<&String> =
+        sets.iter().flat_map(|s| &s.items).flat_map(|i| i.analysis.detectors.keys()).collect();
+    let mut out: Vec<String> =
+        PHENOMENA.iter().filter(|p| names.iter().any(|n| n == *p)).map(|p| (*p).to_string()).collect();
+    out.extend(names.into_iter().filter(|n| !PHENOMENA.contains(&n.as_str())).cloned());
+    out
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let (sum, n) = values.filter(|v| v.is_finite()).fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    (n > 0).then(|| sum / n as f64)
+}
+
+/// A table cell: the raw number (for sorting and tests) and the text shown.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cell {
+    /// The value, when there is one.
+    pub v: Option<f64>,
+    /// The text shown.
+    pub text: String,
+}
+
+impl Cell {
+    fn num(v: Option<f64>, decimals: usize) -> Self {
+        match v {
+            Some(v) => Cell { v: Some(v), text: format!("{v:.decimals$}") },
+            None => Cell { v: None, text: "—".into() },
+        }
+    }
+    fn pct(v: Option<f64>) -> Self {
+        match v {
+            Some(v) => Cell { v: Some(v), text: format!("{:.0}%", v * 100.0) },
+            None => Cell { v: None, text: "—".into() },
+        }
+    }
+}
+
+/// The numbers of one run set's summary row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    /// Conversations in the set.
+    pub samples: usize,
+    /// Files skipped.
+    pub skipped: usize,
+    /// Mean over conversations of the average assistant response length (characters).
+    pub avg_response_length: Option<f64>,
+    /// Mean over conversations of the original loop density.
+    pub avg_loop_density: Option<f64>,
+    /// Share of conversations where each phenomenon (in [`phenomena`] order) was detected.
+    pub rates: Vec<Option<f64>>,
+    /// Share of conversations with any detection.
+    pub any_rate: Option<f64>,
+    /// Kaplan–Meier median of assistant turns until the first detection.
+    pub median_onset_turns: Option<f64>,
+    /// Mean generation speed, where recorded.
+    pub tokens_per_s: Option<f64>,
+}
+
+/// Computes a run set's summary row.
+#[must_use]
+pub fn summarize(set: &RunSet, phenomena: &[String]) -> Summary {
+    let analyses: Vec<&ConversationAnalysis> = set.items.iter().map(|i| &i.analysis).collect();
+    let n = analyses.len();
+    let rate = |pred: &dyn Fn(&ConversationAnalysis) -> bool| {
+        (n > 0).then(|| analyses.iter().filter(|a| pred(a)).count() as f64 / n as f64)
+    };
+    let km = kaplan_meier(&analyses.iter().map(|a| turn_observation(a)).collect::<Vec<_>>());
+    Summary {
+        samples: n,
+        skipped: set.problems.len(),
+        avg_response_length: mean(analyses.iter().map(|a| a.legacy.avg_response_length)),
+        avg_loop_density: mean(analyses.iter().map(|a| a.legacy.loop_density)),
+        rates: phenomena.iter().map(|p| rate(&|a| detected(a, p))).collect(),
+        any_rate: rate(&|a| a.first_onset.is_some()),
+        median_onset_turns: if n > 0 { km_median(&km) } else { None },
+        tokens_per_s: mean(analyses.iter().filter_map(|a| a.tokens_per_s)),
+    }
+}
+
+/// The original tool's loop-density bins: 0.05 wide from 0 to 0.8, then 0.8 and more.
+fn density_bins(values: &[f64]) -> Bins {
+    let mut labels: Vec<String> = (0..16).map(|k| format!("{:.2}", f64::from(k) * 0.05)).collect();
+    labels.push("0.8+".into());
+    let mut counts = vec![0usize; labels.len()];
+    for &v in values.iter().filter(|v| v.is_finite()) {
+        counts[((v.max(0.0) / 0.05) as usize).min(16)] += 1;
+    }
+    shares(labels, &counts)
+}
+
+/// The original tool's response-length bins: 0, then 100 characters wide up to 2000, then 2000 and more.
+fn length_bins(values: &[usize]) -> Bins {
+    let mut labels = vec!["0".to_string()];
+    labels.extend((0..20).map(|k| format!("{}", k * 100)));
+    labels.push("2000+".into());
+    let mut counts = vec![0usize; labels.len()];
+    for &v in values {
+        let bin = if v == 0 { 0 } else { (v / 100 + 1).min(21) };
+        counts[bin] += 1;
+    }
+    shares(labels, &counts)
+}
+
+fn shares(labels: Vec<String>, counts: &[usize]) -> Bins {
+    let total: usize = counts.iter().sum();
+    let shares = counts.iter().map(|&c| if total > 0 { c as f64 / total as f64 } else { 0.0 }).collect();
+    Bins { labels, shares }
+}
+
+/// The figures that summarize all run sets, with a file-name stem each (also the `--png` file names).
+#[must_use]
+pub fn summary_figures(sets: &[RunSet]) -> Vec<(String, Figure)> {
+    let legend = run_set_labels(sets).0;
+    let mut out = Vec::new();
+    let mut anchor = 0;
+    let mut scatter = Vec::new();
+    for set in sets {
+        let mut points = Vec::new();
+        for item in &set.items {
+            let a = &item.analysis;
+            points.push(ScatterPoint {
+                loop_density: a.legacy.loop_density,
+                avg_response_length: a.legacy.avg_response_length,
+                title: format!(
+                    "{} — loop density {:.3}, avg length {:.0}",
+                    a.source, a.legacy.loop_density, a.legacy.avg_response_length
+                ),
+                anchor: format!("c-{anchor}"),
+            });
+            anchor += 1;
+        }
+        scatter.push(points);
+    }
+    out.push(("scatter".to_string(), Figure::Scatter { sets: scatter, legend: legend.clone() }));
+    let curves: Vec<Curve> = sets
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.items.is_empty())
+        .map(|(i, s)| Curve {
+            set: i,
+            points: kaplan_meier(&s.items.iter().map(|it| turn_observation(&it.analysis)).collect::<Vec<_>>()),
+        })
+        .collect();
+    out.push((
+        "onset_turns".into(),
+        Figure::Onset { x_label: "assistant turns".into(), curves, legend: legend.clone() },
+    ));
+    let token_curves: Vec<Curve> = sets
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            let obs: Option<Vec<(f64, bool)>> = s.items.iter().map(|it| token_observation(&it.analysis)).collect();
+            obs.filter(|o| !o.is_empty()).map(|o| Curve { set: i, points: kaplan_meier(&o) })
+        })
+        .collect();
+    if !token_curves.is_empty() {
+        out.push((
+            "onset_tokens".into(),
+            Figure::Onset { x_label: "tokens".into(), curves: token_curves, legend: legend.clone() },
+        ));
+    }
+    let density: Vec<Bins> = sets
+        .iter()
+        .map(|s| density_bins(&s.items.iter().map(|i| i.analysis.legacy.loop_density).collect::<Vec<_>>()))
+        .collect();
+    let lengths: Vec<Bins> = sets
+        .iter()
+        .map(|s| {
+            length_bins(
+                &s.items.iter().flat_map(|i| i.analysis.legacy.response_lengths.iter().copied()).collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    let max_of = |bins: &[Bins]| bins.iter().flat_map(|b| b.shares.iter().copied()).fold(0.0, f64::max);
+    let (dmax, lmax) = (max_of(&density), max_of(&lengths));
+    for (i, (d, l)) in density.into_iter().zip(lengths).enumerate() {
+        if sets[i].items.is_empty() {
+            continue;
+        }
+        out.push((
+            format!("density_{i}"),
+            Figure::Histogram { x_label: "loop density (per conversation)".into(), set: i, bins: d, y_max: dmax },
+        ));
+        out.push((
+            format!("lengths_{i}"),
+            Figure::Histogram { x_label: "response length (characters)".into(), set: i, bins: l, y_max: lmax },
+        ));
+    }
+    out
+}
+
+/// The figures of one conversation: its timeline and, when its text is known, its self-similarity heatmap.
+#[must_use]
+pub fn conversation_figures(item: &Item) -> (Figure, Option<Figure>) {
+    let a = &item.analysis;
+    let mut assistant = Vec::new();
+    let mut user = Vec::new();
+    for (i, (&len, speaker)) in a.message_lengths.iter().zip(&a.message_speakers).enumerate() {
+        match speaker {
+            Speaker::Assistant => assistant.push((i, len)),
+            Speaker::User => user.push((i, len)),
+            Speaker::System => {}
+        }
+    }
+    let mut marks: Vec<Mark> = a
+        .detectors
+        .iter()
+        .filter_map(|(name, d)| {
+            [&d.assistant, &d.user]
+                .into_iter()
+                .filter(|d| d.detected)
+                .filter_map(|d| d.onset_message)
+                .min()
+                .map(|message| Mark { message, name: name.clone() })
+        })
+        .collect();
+    marks.sort_by_key(|m| m.message);
+    let timeline = Figure::Timeline { assistant, user, marks, messages: a.message_lengths.len() };
+    let heatmap = item.conversation.as_ref().map(|c| {
+        let texts: Vec<&str> = c.messages.iter().map(|m| m.text.as_str()).collect();
+        let (cells, bin) = text::downsample(&text::similarity_matrix(&texts), HEATMAP_CELLS);
+        Figure::Heatmap { cells, bin, messages: texts.len() }
+    });
+    (timeline, heatmap)
+}
+
+#[derive(Serialize)]
+struct SetView {
+    index: usize,
+    label: String,
+    dir: String,
+    color: String,
+    marker: String,
+    summary: Summary,
+    cells: Vec<Cell>,
+    density_svg: Option<String>,
+    lengths_svg: Option<String>,
+}
+
+#[derive(Serialize)]
+struct DetectionView {
+    name: String,
+    speakers: String,
+    onset: Option<usize>,
+    onset_message: Option<usize>,
+    severity: f64,
+    evidence: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct MessageView {
+    index: usize,
+    speaker: &'static str,
+    opening: bool,
+    tokens: Option<u32>,
+    segments: Vec<text::Segment>,
+}
+
+#[derive(Serialize)]
+struct ConversationView {
+    anchor: String,
+    set: usize,
+    set_label: String,
+    color: String,
+    source: String,
+    name: String,
+    format: String,
+    complete: bool,
+    messages: usize,
+    assistant_turns: usize,
+    user_turns: usize,
+    total_tokens: Option<u64>,
+    tokens_per_s: Cell,
+    loop_density: Cell,
+    avg_response_length: Cell,
+    first_onset: Cell,
+    detected: Vec<String>,
+    detections: Vec<DetectionView>,
+    top_ngrams: Vec<(String, usize)>,
+    timeline_svg: String,
+    heatmap_svg: Option<String>,
+    heatmap_bin: usize,
+    transcript: Option<Vec<MessageView>>,
+}
+
+#[derive(Serialize)]
+struct Page {
+    generated: String,
+    version: &'static str,
+    problems: Vec<Problem>,
+    fatal: Option<String>,
+    variations: Vec<Variation>,
+    phenomena: Vec<String>,
+    sets: Vec<SetView>,
+    total: usize,
+    scatter_svg: String,
+    onset_turns_svg: Option<String>,
+    onset_tokens_svg: Option<String>,
+    conversations: Vec<ConversationView>,
+}
+
+/// A small legend swatch in the set's color and marker (fixed shapes, no data in it).
+fn marker_svg(i: usize) -> String {
+    let color = charts::set_color_hex(i);
+    let shape = match charts::set_style(i).shape {
+        charts::Shape::Circle => format!("<circle cx=\"7\" cy=\"7\" r=\"5\" fill=\"{color}\"/>"),
+        charts::Shape::Triangle => format!("<polygon points=\"7,1 13,12 1,12\" fill=\"{color}\"/>"),
+        charts::Shape::Square => format!("<rect x=\"2\" y=\"2\" width=\"10\" height=\"10\" fill=\"{color}\"/>"),
+        charts::Shape::Cross => {
+            format!("<path d=\"M2 2L12 12M12 2L2 12\" stroke=\"{color}\" stroke-width=\"2\"/>")
+        }
+    };
+    format!("<svg class=\"swatch\" width=\"14\" height=\"14\" viewBox=\"0 0 14 14\" aria-hidden=\"true\">{shape}</svg>")
+}
+
+fn conversation_view(item: &Item, anchor: usize, set: usize, set_label: &str) -> Result<ConversationView> {
+    let a = &item.analysis;
+    let (timeline, heatmap) = conversation_figures(item);
+    let heatmap_bin = match &heatmap {
+        Some(Figure::Heatmap { bin, .. }) => *bin,
+        _ => 1,
+    };
+    let mut detections: Vec<DetectionView> = a
+        .detectors
+        .iter()
+        .filter(|(_, d)| d.assistant.detected || d.user.detected)
+        .map(|(name, d)| {
+            let hits: Vec<(&str, &crate::analysis::Detection)> =
+                [("assistant", &d.assistant), ("user", &d.user)].into_iter().filter(|(_, d)| d.detected).collect();
+            DetectionView {
+                name: name.clone(),
+                speakers: hits.iter().map(|h| h.0).collect::<Vec<_>>().join(", "),
+                onset: hits.iter().filter_map(|h| h.1.onset).min(),
+                onset_message: hits.iter().filter_map(|h| h.1.onset_message).min(),
+                severity: hits.iter().map(|h| h.1.severity).fold(0.0, f64::max),
+                evidence: hits.iter().flat_map(|h| h.1.evidence.iter().take(3)).map(|e| e.text.clone()).collect(),
+            }
+        })
+        .collect();
+    detections.sort_by_key(|d| (d.onset_message.unwrap_or(usize::MAX), d.name.clone()));
+    let transcript = item.conversation.as_ref().map(|c| {
+        let texts: Vec<&str> = c.messages.iter().map(|m| m.text.as_str()).collect();
+        text::repeated_spans(&texts)
+            .into_iter()
+            .zip(&c.messages)
+            .enumerate()
+            .map(|(index, (segments, m))| MessageView {
+                index,
+                speaker: m.speaker.as_str(),
+                opening: m.opening,
+                tokens: m.tokens,
+                segments,
+            })
+            .collect()
+    });
+    Ok(ConversationView {
+        anchor: format!("c-{anchor}"),
+        set,
+        set_label: set_label.to_string(),
+        color: charts::set_color_hex(set),
+        source: a.source.clone(),
+        name: file_name(&a.source).to_string(),
+        format: serde_json::to_value(a.format).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+        complete: a.complete,
+        messages: a.messages,
+        assistant_turns: a.assistant_turns,
+        user_turns: a.user_turns,
+        total_tokens: a.total_tokens,
+        tokens_per_s: Cell::num(a.tokens_per_s, 1),
+        loop_density: Cell::num(Some(a.legacy.loop_density), 3),
+        avg_response_length: Cell::num(Some(a.legacy.avg_response_length), 0),
+        first_onset: Cell::num(a.first_onset.map(|v| v as f64), 0),
+        detected: detections.iter().map(|d| d.name.clone()).collect(),
+        detections,
+        top_ngrams: a.legacy.top_ngrams.iter().take(5).cloned().collect(),
+        timeline_svg: timeline.svg()?,
+        heatmap_svg: heatmap.map(|h| h.svg()).transpose()?,
+        heatmap_bin,
+        transcript,
+    })
+}
+
+/// Every problem worth stating on the page and on stderr: skipped files, empty run sets, no data at all.
+#[must_use]
+pub fn problems(sets: &[RunSet]) -> Vec<Problem> {
+    let mut out = Vec::new();
+    for set in sets {
+        out.extend(set.problems.iter().cloned());
+        if set.items.is_empty() {
+            out.push(Problem {
+                path: set.dir.clone(),
+                error: "no conversations could be read from this run set".into(),
+            });
+        }
+    }
+    out
+}
+
+/// Renders the whole report page.
+///
+/// # Errors
+/// When the template fails to render or a chart fails to draw (neither happens for valid data).
+pub fn render(sets: &[RunSet], options: &Options) -> Result<String> {
+    let (labels, variations) = run_set_labels(sets);
+    let phenomena = phenomena(sets);
+    let total: usize = sets.iter().map(|s| s.items.len()).sum();
+    let mut figures: BTreeMap<String, Figure> = summary_figures(sets).into_iter().collect();
+    let mut svg_of = |name: &str| figures.remove(name).map(|f| f.svg()).transpose();
+    let scatter_svg = svg_of("scatter")?.unwrap_or_default();
+    let onset_turns_svg = svg_of("onset_turns")?;
+    let onset_tokens_svg = svg_of("onset_tokens")?;
+    let mut set_views = Vec::new();
+    for (i, set) in sets.iter().enumerate() {
+        let summary = summarize(set, &phenomena);
+        let mut cells = vec![
+            Cell::num(Some(summary.samples as f64), 0),
+            Cell::num(summary.avg_response_length, 1),
+            Cell::num(summary.avg_loop_density, 4),
+        ];
+        cells.extend(summary.rates.iter().map(|r| Cell::pct(*r)));
+        cells.push(Cell::pct(summary.any_rate));
+        cells.push(match summary.median_onset_turns {
+            Some(m) => Cell::num(Some(m), 0),
+            None if summary.samples > 0 => Cell { v: None, text: "not reached".into() },
+            None => Cell::num(None, 0),
+        });
+        cells.push(Cell::num(summary.tokens_per_s, 1));
+        set_views.push(SetView {
+            index: i,
+            label: labels[i].clone(),
+            dir: set.dir.clone(),
+            color: charts::set_color_hex(i),
+            marker: marker_svg(i),
+            summary,
+            cells,
+            density_svg: svg_of(&format!("density_{i}"))?,
+            lengths_svg: svg_of(&format!("lengths_{i}"))?,
+        });
+    }
+    let jobs: Vec<(usize, usize, &Item)> = sets
+        .iter()
+        .enumerate()
+        .flat_map(|(s, set)| set.items.iter().map(move |item| (s, item)))
+        .enumerate()
+        .map(|(anchor, (s, item))| (anchor, s, item))
+        .collect();
+    let conversations = jobs
+        .par_iter()
+        .map(|&(anchor, s, item)| conversation_view(item, anchor, s, &labels[s]))
+        .collect::<Result<Vec<_>>>()?;
+    let fatal = if sets.is_empty() {
+        Some("No run folders were given.".to_string())
+    } else if total == 0 {
+        Some("None of the run folders holds a conversation that could be read.".to_string())
+    } else {
+        None
+    };
+    let page = Page {
+        generated: options.generated.clone(),
+        version: env!("CARGO_PKG_VERSION"),
+        problems: problems(sets),
+        fatal,
+        variations,
+        phenomena,
+        sets: set_views,
+        total,
+        scatter_svg,
+        onset_turns_svg,
+        onset_tokens_svg,
+        conversations,
+    };
+    let mut env = Environment::new();
+    env.set_auto_escape_callback(|_| AutoEscape::Html);
+    env.add_template("report.html", TEMPLATE).context("the report template does not parse")?;
+    env.get_template("report.html")
+        .and_then(|t| t.render(&page))
+        .map_err(|e| anyhow::anyhow!("could not render the report: {e:#}"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,201 @@
+//! Tests of the page as a whole, on analyses built by hand (the analysis itself is tested in `analysis`).
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::analysis::{Detection, Format, LegacyScore, Message, PerSpeaker};
+
+fn message(speaker: Speaker, text: &str) -> Message {
+    Message {
+        speaker,
+        text: text.into(),
+        prefix: None,
+        opening: false,
+        tokens: Some(10),
+        max_tokens: None,
+        stop_reason: None,
+        tokens_so_far: None,
+    }
+}
+
+/// A conversation with `texts` alternating assistant/user, and its analysis with the given numbers.
+fn item(source: &str, penalty: f64, texts: &[&str], density: f64, onset: Option<usize>) -> Item {
+    let messages: Vec<Message> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| message(if i % 2 == 0 { Speaker::Assistant } else { Speaker::User }, t))
+        .collect();
+    let conversation = Conversation {
+        source: source.into(),
+        format: Format::Parrot,
+        config: Some(serde_json::json!({"sampler": {"repeat_penalty": penalty, "temperature": 0.7}, "seed": 7})),
+        models: BTreeMap::from([("assistant".into(), "/models/a.gguf".into()), ("user".into(), "/m/u.gguf".into())]),
+        agent_prefix: None,
+        user_prefix: None,
+        messages: messages.clone(),
+        tokens_per_s: Some(50.0),
+        complete: true,
+    };
+    let lengths: Vec<usize> = texts.iter().step_by(2).map(|t| t.chars().count()).collect();
+    let mut detectors = BTreeMap::new();
+    let detection = Detection {
+        detected: onset.is_some(),
+        severity: if onset.is_some() { 0.5 } else { 0.0 },
+        onset,
+        onset_message: onset.map(|k| 2 * k),
+        onset_tokens: onset.map(|k| 20 * k as u64),
+        evidence: vec![],
+    };
+    detectors.insert("single_turn_loop".to_string(), PerSpeaker { assistant: detection, user: Detection::default() });
+    detectors.insert("word_soup".to_string(), PerSpeaker::default());
+    let analysis = ConversationAnalysis {
+        source: source.into(),
+        format: Format::Parrot,
+        messages: texts.len(),
+        assistant_turns: lengths.len(),
+        user_turns: texts.len() - lengths.len(),
+        total_tokens: Some(10 * texts.len() as u64),
+        tokens_per_s: Some(50.0),
+        complete: true,
+        legacy: LegacyScore {
+            character_count: lengths.iter().sum(),
+            loop_score: 0,
+            loop_density: density,
+            avg_response_length: lengths.iter().sum::<usize>() as f64 / lengths.len().max(1) as f64,
+            responses: lengths.len(),
+            response_lengths: lengths,
+            top_ngrams: vec![],
+        },
+        detectors,
+        metrics: PerSpeaker::default(),
+        first_onset: onset,
+        message_lengths: texts.iter().map(|t| t.chars().count()).collect(),
+        message_speakers: messages.iter().map(|m| m.speaker).collect(),
+    };
+    Item { analysis, conversation: Some(conversation), extra_facts: Facts::new() }
+}
+
+fn two_sets() -> Vec<RunSet> {
+    let a = RunSet {
+        dir: "runs/pen11".into(),
+        items: vec![
+            item("runs/pen11/0.jsonl", 1.1, &["Hello there friend", "Hi", "How are you today", "Fine"], 0.1, None),
+            item("runs/pen11/1.jsonl", 1.1, &["a b c d e f g", "x", "a b c d e f g", "x"], 0.5, Some(1)),
+        ],
+        problems: vec![],
+    };
+    let b = RunSet {
+        dir: "runs/pen10".into(),
+        items: vec![item("runs/pen10/0.jsonl", 1.0, &["loop loop", "loop", "loop loop", "loop"], 0.8, Some(0))],
+        problems: vec![Problem { path: "runs/pen10/bad.jsonl".into(), error: "line 1 is not a parrot header".into() }],
+    };
+    vec![a, b]
+}
+
+#[test]
+fn kaplan_meier_counts_censored_conversations_until_they_end() {
+    // Two break at 2 and 4; one ends healthy at 3; one healthy at 10.
+    let km = kaplan_meier(&[(2.0, true), (3.0, false), (4.0, true), (10.0, false)]);
+    assert_eq!(km[0], (0.0, 1.0));
+    assert_eq!(km[1], (2.0, 0.75));
+    // At 4, two remain at risk: 0.75 × (1 − 1/2).
+    assert_eq!(km[2], (4.0, 0.375));
+    assert_eq!(km.last().copied(), Some((10.0, 0.375)));
+    assert_eq!(km_median(&km), Some(4.0));
+    assert_eq!(km_median(&kaplan_meier(&[(5.0, false)])), None);
+}
+
+#[test]
+fn summary_values_come_from_the_analyses() {
+    let sets = two_sets();
+    let phen = phenomena(&sets);
+    assert_eq!(phen, vec!["single_turn_loop", "word_soup"]);
+    let s = summarize(&sets[0], &phen);
+    assert_eq!(s.samples, 2);
+    let expected_len = (sets[0].items[0].analysis.legacy.avg_response_length
+        + sets[0].items[1].analysis.legacy.avg_response_length)
+        / 2.0;
+    assert_eq!(s.avg_response_length, Some(expected_len));
+    assert_eq!(s.avg_loop_density, Some(0.3));
+    assert_eq!(s.rates, vec![Some(0.5), Some(0.0)]);
+    assert_eq!(s.tokens_per_s, Some(50.0));
+    assert_eq!(s.median_onset_turns, Some(2.0));
+    let empty = summarize(&RunSet { dir: "e".into(), items: vec![], problems: vec![] }, &phen);
+    assert_eq!((empty.samples, empty.avg_loop_density, empty.median_onset_turns), (0, None, None));
+}
+
+#[test]
+fn labels_come_from_the_config_difference() {
+    let (labels, vars) = run_set_labels(&two_sets());
+    assert_eq!(labels, vec!["repeat_penalty=1.1", "repeat_penalty=1.0"]);
+    assert_eq!(vars.len(), 1);
+}
+
+#[test]
+fn page_has_every_part() {
+    let sets = two_sets();
+    let html = render(&sets, &Options::default()).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert_eq!(html.matches("<circle class=\"pt\"").count(), 3, "one scatter point per conversation");
+    for id in
+        ["fig-scatter", "fig-onset-turns", "fig-onset-tokens", "summary-table", "files-table", "c-0", "c-1", "c-2"]
+    {
+        assert!(html.contains(&format!("id=\"{id}\"")), "missing {id}");
+    }
+    assert_eq!(html.matches("class=\"chart hist\"").count(), 4);
+    assert_eq!(html.matches("class=\"chart heatmap\"").count(), 3);
+    assert_eq!(html.matches("class=\"chart timeline\"").count(), 3);
+    assert!(html.contains("repeat_penalty=1.1") && html.contains("1.1 → 1.0"));
+    assert!(html.contains("runs&#x2f;pen10&#x2f;bad.jsonl: line 1 is not a parrot header"));
+    assert!(!html.contains("src=\"http") && !html.contains("href=\"http"), "no network resources");
+    // The repeated assistant message is highlighted.
+    assert!(html.contains("<mark class=\"rep\" title=\"first seen in message #0\">a b c d e f g</mark>"));
+}
+
+#[test]
+fn model_text_is_escaped_everywhere() {
+    let evil = "<script>alert(1)</script> </textarea> \"onload=alert(2) &amp; &lt;b&gt; 'x'";
+    let mut sets = two_sets();
+    sets[0].items[0] = item("runs/<img src=x onerror=alert(3)>.jsonl", 1.1, &[evil, evil, evil, "ok"], 0.2, Some(1));
+    sets[0].items[0].analysis.detectors.get_mut("single_turn_loop").unwrap().assistant.evidence =
+        vec![crate::analysis::Evidence { turns: vec![0], text: evil.into() }];
+    let html = render(&sets, &Options::default()).unwrap();
+    assert!(!html.contains("<script>alert"));
+    assert!(!html.contains("</textarea>"));
+    assert!(!html.contains("\"onload="));
+    assert!(!html.contains("<img src=x"));
+    assert!(!html.contains("&amp; &lt;b&gt;"), "entities must be escaped, not passed through");
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;"));
+    assert!(html.contains("&amp;amp; &amp;lt;b&amp;gt;"));
+    // Only our own sorting script is a script.
+    assert_eq!(html.matches("<script").count(), 1);
+}
+
+#[test]
+fn empty_input_still_renders_and_says_so() {
+    let html = render(&[], &Options::default()).unwrap();
+    assert!(html.contains("No run folders were given."));
+    let empty = vec![RunSet { dir: "runs/empty".into(), items: vec![], problems: vec![] }];
+    let html = render(&empty, &Options::default()).unwrap();
+    assert!(html.contains("None of the run folders holds a conversation"));
+    assert!(html.contains("runs&#x2f;empty: no conversations could be read from this run set"));
+    assert_eq!(problems(&empty).len(), 1);
+}
+
+#[test]
+fn twenty_run_sets_get_twenty_distinct_legend_entries() {
+    let sets: Vec<RunSet> = (0..20)
+        .map(|i| RunSet {
+            dir: format!("runs/{i}"),
+            items: vec![item(&format!("runs/{i}/0.jsonl"), 1.0 + f64::from(i) / 100.0, &["a", "b"], 0.0, None)],
+            problems: vec![],
+        })
+        .collect();
+    let html = render(&sets, &Options::default()).unwrap();
+    let legend = &html[html.find("id=\"legend\"").unwrap()..html.find("id=\"summary-table\"").unwrap()];
+    assert_eq!(legend.matches("<li").count(), 20);
+    let swatches: BTreeSet<&str> =
+        legend.split("<svg class=\"swatch\"").skip(1).map(|s| &s[..s.find("</svg>").unwrap()]).collect();
+    assert_eq!(swatches.len(), 20);
+    assert!(html.contains("repeat_penalty=1.19"));
+}

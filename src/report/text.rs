@@ -1,0 +1,264 @@
+//! Text measures the report needs and the analysis does not provide: which spans of a message repeat earlier text
+//! (for highlighting in the transcript viewer), and how similar every pair of turns is (for the self-similarity
+//! heatmap, where a loop of period k shows as a diagonal k cells off the main one).
+//!
+//! Both are display aids, not detectors: they must be cheap enough for a thousand conversations and need not match
+//! the analysis exactly.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+/// Words in a shingle for span highlighting: six words in a row seen before is repetition, not coincidence.
+pub const SHINGLE_WORDS: usize = 6;
+/// Characters in a shingle for turn similarity.
+pub const SHINGLE_CHARS: usize = 5;
+/// Size of the bottom-k sketch that estimates Jaccard similarity in constant time per pair.
+pub const SKETCH: usize = 96;
+
+/// A piece of a message, marked when it repeats earlier text.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Segment {
+    /// The text (raw; the template escapes it).
+    pub text: String,
+    /// Index of the message where this text first appeared, when it is a repeat.
+    pub from: Option<usize>,
+}
+
+fn hash_of<T: Hash + ?Sized>(value: &T) -> u64 {
+    let mut h = DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
+}
+
+/// Splits every message into segments, marking the words covered by a run of [`SHINGLE_WORDS`] words that
+/// occurred earlier (in an earlier message, or earlier in the same one), and whole messages that repeat an
+/// earlier message exactly. Concatenating a message's segments gives back its text.
+#[must_use]
+pub fn repeated_spans(texts: &[&str]) -> Vec<Vec<Segment>> {
+    let mut seen: HashMap<u64, usize> = HashMap::new();
+    let mut whole: HashMap<&str, usize> = HashMap::new();
+    let mut out = Vec::with_capacity(texts.len());
+    for (m, text) in texts.iter().enumerate() {
+        let words: Vec<(usize, usize)> = word_ranges(text);
+        let mut marks: Vec<Option<usize>> = vec![None; words.len()];
+        let trimmed = text.trim();
+        if let Some(&first) = whole.get(trimmed).filter(|_| !trimmed.is_empty()) {
+            marks.iter_mut().for_each(|w| *w = Some(first));
+        } else {
+            whole.insert(trimmed, m);
+        }
+        for i in 0..words.len().saturating_sub(SHINGLE_WORDS - 1) {
+            let shingle: Vec<&str> = words[i..i + SHINGLE_WORDS].iter().map(|&(s, e)| &text[s..e]).collect();
+            let h = hash_of(&shingle);
+            if let Some(&first) = seen.get(&h) {
+                for w in &mut marks[i..i + SHINGLE_WORDS] {
+                    w.get_or_insert(first);
+                }
+            } else {
+                seen.insert(h, m);
+            }
+        }
+        out.push(segments(text, &words, &marks));
+    }
+    out
+}
+
+/// Byte ranges of the whitespace-separated words of `text`.
+fn word_ranges(text: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut start = None;
+    for (i, c) in text.char_indices() {
+        match (c.is_whitespace(), start) {
+            (true, Some(s)) => {
+                out.push((s, i));
+                start = None;
+            }
+            (false, None) => start = Some(i),
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        out.push((s, text.len()));
+    }
+    out
+}
+
+/// Cuts `text` into runs of equally marked words; whitespace between two marked words stays inside the mark.
+fn segments(text: &str, words: &[(usize, usize)], marks: &[Option<usize>]) -> Vec<Segment> {
+    let mut out: Vec<Segment> = Vec::new();
+    let mut pos = 0;
+    for (&(s, e), &mark) in words.iter().zip(marks) {
+        let (gap, word) = (&text[pos..s], &text[s..e]);
+        match out.last_mut() {
+            Some(last) if last.from.is_some() == mark.is_some() => {
+                last.text.push_str(gap);
+                last.text.push_str(word);
+            }
+            _ => {
+                if mark.is_some() {
+                    push_plain(&mut out, gap);
+                    out.push(Segment { text: word.to_string(), from: mark });
+                } else {
+                    out.push(Segment { text: format!("{gap}{word}"), from: None });
+                }
+            }
+        }
+        pos = e;
+    }
+    push_plain(&mut out, &text[pos..]);
+    out
+}
+
+fn push_plain(out: &mut Vec<Segment>, text: &str) {
+    if text.is_empty() {
+        return;
+    }
+    match out.last_mut() {
+        Some(last) if last.from.is_none() => last.text.push_str(text),
+        _ => out.push(Segment { text: text.to_string(), from: None }),
+    }
+}
+
+/// A bottom-k sketch of a message's character shingles: the [`SKETCH`] smallest shingle hashes, sorted.
+fn sketch(text: &str) -> Vec<u64> {
+    let chars: Vec<char> = text.chars().flat_map(char::to_lowercase).collect();
+    let mut hashes: Vec<u64> = if chars.len() < SHINGLE_CHARS {
+        if chars.is_empty() {
+            Vec::new()
+        } else {
+            vec![hash_of(&chars)]
+        }
+    } else {
+        chars.windows(SHINGLE_CHARS).map(hash_of).collect()
+    };
+    hashes.sort_unstable();
+    hashes.dedup();
+    hashes.truncate(SKETCH);
+    hashes
+}
+
+/// Estimated Jaccard similarity of two sketched sets (exact when both sets are smaller than the sketch).
+fn jaccard(a: &[u64], b: &[u64]) -> f32 {
+    if a.is_empty() && b.is_empty() {
+        return 1.0;
+    }
+    let (mut i, mut j, mut union, mut both) = (0, 0, 0, 0);
+    while union < SKETCH && (i < a.len() || j < b.len()) {
+        match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) if x == y => {
+                both += 1;
+                i += 1;
+                j += 1;
+            }
+            (Some(x), Some(y)) if x < y => i += 1,
+            (Some(_), Some(_)) => j += 1,
+            (Some(_), None) => i += 1,
+            (None, _) => j += 1,
+        }
+        union += 1;
+    }
+    both as f32 / union as f32
+}
+
+/// Pairwise similarity of all messages (character-shingle Jaccard), as a square matrix with 1 on the diagonal.
+#[must_use]
+pub fn similarity_matrix(texts: &[&str]) -> Vec<Vec<f32>> {
+    let sketches: Vec<Vec<u64>> = texts.iter().map(|t| sketch(t)).collect();
+    let n = sketches.len();
+    let mut m = vec![vec![0.0; n]; n];
+    for i in 0..n {
+        m[i][i] = 1.0;
+        for j in 0..i {
+            let s = jaccard(&sketches[i], &sketches[j]);
+            m[i][j] = s;
+            m[j][i] = s;
+        }
+    }
+    m
+}
+
+/// Shrinks a square matrix to at most `max` × `max` cells, each the maximum of the block it covers (so that a
+/// single repeated pair is never averaged away). Returns the matrix and how many messages one cell spans.
+#[must_use]
+pub fn downsample(m: &[Vec<f32>], max: usize) -> (Vec<Vec<f32>>, usize) {
+    let n = m.len();
+    let bin = n.div_ceil(max.max(1)).max(1);
+    let cells = n.div_ceil(bin);
+    let mut out = vec![vec![0.0f32; cells]; cells];
+    for (i, row) in m.iter().enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            let cell = &mut out[i / bin][j / bin];
+            *cell = cell.max(v);
+        }
+    }
+    (out, bin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn joined(segs: &[Segment]) -> String {
+        segs.iter().map(|s| s.text.as_str()).collect()
+    }
+
+    #[test]
+    fn marks_repeats_of_earlier_messages_and_keeps_the_text() {
+        let a = "Hey Mark, you are a pretty good sport. Thanks!";
+        let b = "Well. Hey Mark, you are a pretty good sport. And more.";
+        let spans = repeated_spans(&[a, b]);
+        assert_eq!(joined(&spans[0]), a);
+        assert_eq!(joined(&spans[1]), b);
+        assert!(spans[0].iter().all(|s| s.from.is_none()));
+        let marked: Vec<&Segment> = spans[1].iter().filter(|s| s.from.is_some()).collect();
+        assert_eq!(marked.len(), 1);
+        assert_eq!(marked[0].text, "Hey Mark, you are a pretty good sport.");
+        assert_eq!(marked[0].from, Some(0));
+    }
+
+    #[test]
+    fn marks_repetition_inside_one_message_and_exact_repeats() {
+        let looped = "one two three four five six one two three four five six";
+        let spans = repeated_spans(&["Hi.", looped, "Hi."]);
+        assert_eq!(joined(&spans[1]), looped);
+        assert!(spans[1].iter().any(|s| s.from == Some(1) && s.text.starts_with("one two three")));
+        assert_eq!(spans[2], vec![Segment { text: "Hi.".into(), from: Some(0) }]);
+    }
+
+    #[test]
+    fn whitespace_only_and_empty_messages_survive() {
+        let spans = repeated_spans(&["", "  ", "  "]);
+        assert_eq!(joined(&spans[1]), "  ");
+        assert!(spans[0].is_empty());
+    }
+
+    #[test]
+    fn similarity_sees_loops_and_differences() {
+        let m = similarity_matrix(&["the cat sat on the mat", "a dog ran in the park today", "the cat sat on the mat"]);
+        assert!((m[0][2] - 1.0).abs() < 1e-6);
+        assert!(m[0][1] < 0.2, "{}", m[0][1]);
+        assert!((m[1][1] - 1.0).abs() < 1e-6);
+        assert_eq!(m[0][1], m[1][0]);
+    }
+
+    #[test]
+    fn long_texts_use_the_sketch() {
+        let long: String = (0..500).map(|i| format!("word{i} ")).collect();
+        let m = similarity_matrix(&[&long, &long, "unrelated text entirely"]);
+        assert!((m[0][1] - 1.0).abs() < 1e-6);
+        assert!(m[0][2] < 0.05);
+    }
+
+    #[test]
+    fn downsample_keeps_maxima() {
+        let mut m = vec![vec![0.0; 10]; 10];
+        m[9][0] = 0.8;
+        let (d, bin) = downsample(&m, 4);
+        assert_eq!(bin, 3);
+        assert_eq!(d.len(), 4);
+        assert!((d[3][0] - 0.8).abs() < 1e-6);
+        let (same, one) = downsample(&m, 64);
+        assert_eq!((same.len(), one), (10, 1));
+    }
+}
