@@ -704,6 +704,8 @@ impl LcpServer {
         let child = Command::new(lcp_python())
             .args(["-m", "llama_cpp.server", "--host", "127.0.0.1", "--port", &port.to_string(), "--n_ctx"])
             .arg(n_ctx.to_string())
+            // By default a new request cuts off the one streaming; queue them instead, as other engines do.
+            .args(["--interrupt_requests", "False"])
             .arg("--model")
             .arg(model)
             .stdout(Stdio::null())
