@@ -3,6 +3,7 @@
 //! generate a turn, streaming pieces to a callback.
 //!
 //! * `llama` — in-process llama.cpp through `llama-cpp-2` (feature `llama`, on by default).
+//! * `http` — llama-server, koboldcpp and OpenAI-compatible servers over HTTP (`--backend http`).
 //! * `scripted` — a deterministic fake for the driver's unit tests; never a stand-in for a real-backend test.
 
 use std::sync::atomic::AtomicBool;
@@ -13,6 +14,7 @@ use crate::chat_template::ChatMessage;
 use crate::config::SamplerConfig;
 use crate::transcript::{Millis, ModelRecord, StopReason};
 
+pub mod http;
 #[cfg(feature = "llama")]
 pub mod llama;
 pub mod scripted;

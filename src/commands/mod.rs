@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::CommandFactory;
 
 pub mod analyze;
+pub mod engines;
 pub mod models;
 pub mod report;
 pub mod run;

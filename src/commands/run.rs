@@ -1,6 +1,7 @@
 //! `parrot run`: the I/O shell around the conversation driver. It resolves the config and flags into settings,
-//! checks every input before touching a model (config, model files, output folder), loads the two models, then
-//! runs `-n` conversations one after another, each into its own transcript, streaming the text to stdout.
+//! checks every input before touching a model (config, model files, output folder), loads the two models (or
+//! connects to their HTTP servers: `--backend http`, see [`super::engines`]), then runs `-n` conversations one after
+//! another, each into its own transcript, streaming the text to stdout.
 //!
 //! Interruption: the first Ctrl-C stops generation at the next token and closes the transcript after its last
 //! complete turn with an `interrupted` summary; rerunning the same command resumes it. A second Ctrl-C exits at
@@ -12,6 +13,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
+use super::engines::{EngineArgs, RoleEngines};
 use crate::cli::GlobalArgs;
 use crate::commands::session::{run_set, Engines, RunSet};
 use crate::config::Config;
@@ -86,6 +88,9 @@ pub struct RunArgs {
     /// Start over: overwrite transcripts already in the output folder instead of resuming them.
     #[arg(long)]
     pub force: bool,
+    /// The engines of the two roles: in-process (default) or HTTP servers.
+    #[command(flatten)]
+    pub engines: EngineArgs,
 }
 
 impl RunArgs {
@@ -103,10 +108,12 @@ impl RunArgs {
 pub struct Settings {
     /// The configuration with every flag applied.
     pub config: Config,
-    /// Assistant GGUF.
+    /// Assistant GGUF. For an HTTP role it is optional (read for its chat template only) and empty when not given.
     pub assistant_model: PathBuf,
-    /// User GGUF.
+    /// User GGUF. For an HTTP role it is optional (read for its chat template only) and empty when not given.
     pub user_model: PathBuf,
+    /// Which engine runs each role.
+    pub roles: RoleEngines,
     /// Seed of the first conversation.
     pub seed: u32,
 }
@@ -143,18 +150,20 @@ pub fn resolve(args: &RunArgs) -> Result<Settings> {
         config.user.model = Some(m.clone());
     }
     config.validate().map_err(|e| anyhow!("invalid settings: {e}"))?;
-    let assistant_model =
-        config.assistant.model.clone().ok_or_else(|| {
-            anyhow!("no assistant model: pass --assistant-model PATH or set `model` under [assistant]")
-        })?;
-    let user_model = config
-        .user
-        .model
-        .clone()
-        .ok_or_else(|| anyhow!("no user model: pass --user-model PATH or set `model` under [user]"))?;
+    let roles = super::engines::resolve(&args.engines, &config, args.parallel)?;
+    let assistant_model = match config.assistant.model.clone() {
+        Some(m) => m,
+        None if roles.assistant.is_http() => String::new(),
+        None => bail!("no assistant model: pass --assistant-model PATH or set `model` under [assistant]"),
+    };
+    let user_model = match config.user.model.clone() {
+        Some(m) => m,
+        None if roles.user.is_http() => String::new(),
+        None => bail!("no user model: pass --user-model PATH or set `model` under [user]"),
+    };
     let seed = args.seed.or(config.seed).unwrap_or(42);
     config.seed = Some(seed);
-    Ok(Settings { config, assistant_model: assistant_model.into(), user_model: user_model.into(), seed })
+    Ok(Settings { config, assistant_model: assistant_model.into(), user_model: user_model.into(), roles, seed })
 }
 
 /// Makes sure `dir` exists and is writable, before any model is loaded.
@@ -217,6 +226,9 @@ fn resume(global: &GlobalArgs, dir: &Path) -> Result<ExitCode> {
 pub(crate) fn fetch_models(global: &GlobalArgs, settings: &mut Settings) -> Result<()> {
     let opts = crate::models::ResolveOptions { quiet: global.quiet, ..Default::default() };
     for path in [&mut settings.assistant_model, &mut settings.user_model] {
+        if path.as_os_str().is_empty() {
+            continue; // an HTTP role without a GGUF
+        }
         *path = crate::models::resolve_model(&path.to_string_lossy(), &opts)?;
         crate::gguf::inspect(path)?;
     }

@@ -100,6 +100,16 @@ pub struct ConsoleSink {
 }
 
 impl ConsoleSink {
+    /// A sink writing to `writer`, logging prompts of conversation `prompt_log.1` to `prompt_log.0`.
+    pub(crate) fn new(
+        writer: TranscriptWriter,
+        prompt_log: Option<(std::fs::File, u32)>,
+        quiet: bool,
+        color: bool,
+    ) -> Self {
+        ConsoleSink { writer, prompt_log, quiet, color, tokens: 0, messages: 0 }
+    }
+
     fn style(&self, speaker: Speaker) -> Style {
         if !self.color {
             return Style::new();
@@ -135,7 +145,8 @@ impl Sink for ConsoleSink {
         if let Some((file, conversation)) = &mut self.prompt_log {
             let line =
                 serde_json::json!({"conversation": conversation, "index": index, "speaker": speaker, "prompt": prompt});
-            writeln!(file, "{line}").context("could not write to the --prompt-log file")?;
+            // One write per line: conversations running on several threads append to the same file.
+            file.write_all(format!("{line}\n").as_bytes()).context("could not write to the --prompt-log file")?;
         }
         Ok(())
     }
@@ -157,7 +168,7 @@ impl Sink for ConsoleSink {
 }
 
 /// Records the exact command and resolved config next to the transcripts.
-fn write_run_file(dir: &Path, config: &serde_json::Value) -> Result<()> {
+pub(crate) fn write_run_file(dir: &Path, config: &serde_json::Value) -> Result<()> {
     let run = serde_json::json!({
         "parrot_version": crate::LONG_VERSION,
         "command": std::env::args().collect::<Vec<_>>(),
@@ -171,7 +182,11 @@ fn write_run_file(dir: &Path, config: &serde_json::Value) -> Result<()> {
 
 /// Opens the transcript of one conversation: a new file, or an unfinished one to resume (rewritten without its
 /// summary and any torn line). `None` when it is already finished.
-fn open_transcript(path: &Path, header: &Header, force: bool) -> Result<Option<(TranscriptWriter, Vec<TurnRecord>)>> {
+pub(crate) fn open_transcript(
+    path: &Path,
+    header: &Header,
+    force: bool,
+) -> Result<Option<(TranscriptWriter, Vec<TurnRecord>)>> {
     // A file without one complete line was killed while its header was written: nothing in it to keep.
     let has_header = std::fs::read(path).is_ok_and(|b| b.contains(&b'\n'));
     if force || !has_header {
@@ -205,7 +220,7 @@ struct Opened {
     done: Vec<TurnRecord>,
 }
 
-fn report(path: &Path, summary: &Summary, outcome: &mut Outcome) {
+pub(crate) fn report(path: &Path, summary: &Summary, outcome: &mut Outcome) {
     eprintln!(
         "{}: {} messages, {} tokens, ended by {}, assistant {:.1} tok/s, user {:.1} tok/s",
         path.display(),
@@ -234,8 +249,11 @@ pub struct Engines;
 /// Runs a set of conversations.
 ///
 /// # Errors
-/// Always: this build has no in-process backend.
-pub fn run_set(_: &GlobalArgs, _: &RunSet<'_>, _: &mut Engines) -> Result<Outcome> {
+/// Always, unless a role runs on an HTTP server: this build has no in-process backend.
+pub fn run_set(global: &GlobalArgs, set: &RunSet<'_>, _: &mut Engines) -> Result<Outcome> {
+    if set.settings.roles.any_http() {
+        return crate::commands::engines::run_set_http(global, set);
+    }
     bail!("this parrot was built without the `llama` feature: rebuild with default features to run models")
 }
 
@@ -373,6 +391,9 @@ mod enabled {
     /// # Errors
     /// When models cannot be loaded or transcripts cannot be written.
     pub fn run_set(global: &GlobalArgs, set: &RunSet<'_>, engines: &mut Engines) -> Result<Outcome> {
+        if set.settings.roles.any_http() {
+            return crate::commands::engines::run_set_http(global, set);
+        }
         let parallel = set.parallel.min(set.conversations.max(1));
         let (assistant, user) = engines.get(set.settings, parallel, global.verbose)?;
         let config = &set.settings.config;

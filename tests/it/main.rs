@@ -3,6 +3,8 @@
 
 mod analyze;
 mod common;
+// `--backend http`: llama-server and koboldcpp replayed on loopback (every fault), then a real llama-cpp-python.
+mod http;
 // models: the registry, `parrot models list|fetch|path`, hub downloads against a loopback hub, the PyPI fallback.
 mod models;
 mod readme;
