@@ -25,7 +25,6 @@ use crate::backend::Backend;
 use crate::cli::GlobalArgs;
 use crate::config::{Config, ModelConfig, SamplerConfig};
 use crate::conversation::{run_conversation, Roles};
-use crate::transcript::{Header, FORMAT_NAME, FORMAT_VERSION};
 
 /// The kind of engine of a role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -283,19 +282,7 @@ fn conversation(
     let [assistant, user] = pair;
     let seed = set.settings.seed.wrapping_add(i);
     let path = set.out.join(transcript_name(i));
-    let header = Header {
-        format: FORMAT_NAME.into(),
-        format_version: FORMAT_VERSION,
-        parrot_version: env!("CARGO_PKG_VERSION").into(),
-        started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        config: config_json.clone(),
-        assistant_model: assistant.describe(),
-        user_model: user.describe(),
-        backend: assistant.name(),
-        user_backend: user.name(),
-        seed,
-        conversation_index: i,
-    };
+    let header = crate::commands::session::header(config_json, &**assistant, &**user, seed, i);
     let Some((writer, done)) = open_transcript(&path, &header, set.force)? else {
         eprintln!("{}: already finished, skipped", path.display());
         return Ok(());

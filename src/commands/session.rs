@@ -167,6 +167,29 @@ impl Sink for ConsoleSink {
     }
 }
 
+/// The header of conversation `index` of a run with `config` on these two engines.
+pub(crate) fn header(
+    config: &serde_json::Value,
+    assistant: &dyn crate::backend::Backend,
+    user: &dyn crate::backend::Backend,
+    seed: u32,
+    index: u32,
+) -> Header {
+    Header {
+        format: FORMAT_NAME.into(),
+        format_version: FORMAT_VERSION,
+        parrot_version: env!("CARGO_PKG_VERSION").into(),
+        started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        config: config.clone(),
+        assistant_model: assistant.describe(),
+        user_model: user.describe(),
+        backend: assistant.name(),
+        user_backend: user.name(),
+        seed,
+        conversation_index: index,
+    }
+}
+
 /// Records the exact command and resolved config next to the transcripts.
 pub(crate) fn write_run_file(dir: &Path, config: &serde_json::Value) -> Result<()> {
     let run = serde_json::json!({
@@ -340,24 +363,11 @@ mod enabled {
         config_json: &serde_json::Value,
         quiet: bool,
     ) -> impl Iterator<Item = Result<Opened>> {
-        let header = |i: u32, seed: u32| Header {
-            format: FORMAT_NAME.into(),
-            format_version: FORMAT_VERSION,
-            parrot_version: env!("CARGO_PKG_VERSION").into(),
-            started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            config: config_json.clone(),
-            assistant_model: assistant.describe(),
-            user_model: user.describe(),
-            backend: assistant.name(),
-            user_backend: user.name(),
-            seed,
-            conversation_index: i,
-        };
         let mut items = Vec::new();
         for i in 0..set.conversations {
             let seed = set.settings.seed.wrapping_add(i);
             let path = set.out.join(transcript_name(i));
-            items.push((i, seed, path.clone(), header(i, seed)));
+            items.push((i, seed, path.clone(), header(config_json, assistant, user, seed, i)));
         }
         let color = crate::output::stdout_color(global.no_color);
         let force = set.force;

@@ -810,6 +810,14 @@ fn a_whole_conversation_through_a_real_openai_compatible_server() {
     let total: u64 = turns.iter().map(|t| u64::from(t.tokens)).sum();
     assert_eq!(summary.total_tokens, total);
     assert!((128..=160).contains(&total), "total {total} must reach but not exceed the budget of 160");
+
+    // It analyzes like an in-process transcript: same format, token counts and stop reasons used.
+    let o = crate::common::run(&["analyze", "--json", "--no-save", dir.path().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let text = report.to_string();
+    assert!(text.contains("\"format\":\"parrot\""), "{text}");
+    assert!(text.contains("\"total_tokens\":") && text.contains("single_turn_loop"), "{text}");
 }
 
 #[test]
