@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use clap::Args;
 
 use super::session::{
@@ -287,18 +287,7 @@ fn conversation(
         eprintln!("{}: already finished, skipped", path.display());
         return Ok(());
     };
-    let prompt_log = match set.prompt_log {
-        Some(p) => Some((
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .with_context(|| format!("could not open --prompt-log file '{}'", p.display()))?,
-            i,
-        )),
-        None => None,
-    };
-    let mut sink = ConsoleSink::new(writer, prompt_log, !stream, crate::output::stdout_color(global.no_color));
+    let mut sink = ConsoleSink::new(writer, set.prompt_log, i, !stream, crate::output::stdout_color(global.no_color))?;
     assistant.reset();
     user.reset();
     let mut roles = Roles { assistant: assistant.as_mut(), user: user.as_mut() };

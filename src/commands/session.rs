@@ -100,14 +100,30 @@ pub struct ConsoleSink {
 }
 
 impl ConsoleSink {
-    /// A sink writing to `writer`, logging prompts of conversation `prompt_log.1` to `prompt_log.0`.
+    /// A sink writing to `writer`; with `prompt_log`, the prompts of conversation `conversation` are appended to
+    /// that file.
+    ///
+    /// # Errors
+    /// When the prompt log cannot be opened.
     pub(crate) fn new(
         writer: TranscriptWriter,
-        prompt_log: Option<(std::fs::File, u32)>,
+        prompt_log: Option<&Path>,
+        conversation: u32,
         quiet: bool,
         color: bool,
-    ) -> Self {
-        ConsoleSink { writer, prompt_log, quiet, color, tokens: 0, messages: 0 }
+    ) -> Result<Self> {
+        let prompt_log = match prompt_log {
+            Some(p) => Some((
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .with_context(|| format!("could not open --prompt-log file '{}'", p.display()))?,
+                conversation,
+            )),
+            None => None,
+        };
+        Ok(ConsoleSink { writer, prompt_log, quiet, color, tokens: 0, messages: 0 })
     }
 
     fn style(&self, speaker: Speaker) -> Style {
@@ -378,18 +394,7 @@ mod enabled {
                     eprintln!("{}: already finished, skipped", path.display());
                     return Ok(None);
                 };
-                let prompt_log = match &prompt_log {
-                    Some(p) => Some((
-                        std::fs::OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(p)
-                            .with_context(|| format!("could not open --prompt-log file '{}'", p.display()))?,
-                        index,
-                    )),
-                    None => None,
-                };
-                let sink = ConsoleSink { writer, prompt_log, quiet, color, tokens: 0, messages: 0 };
+                let sink = ConsoleSink::new(writer, prompt_log.as_deref(), index, quiet, color)?;
                 Ok(Some(Opened { index, seed, path, sink, done }))
             })();
             opened.transpose()
