@@ -178,14 +178,55 @@ pub struct AnalyzeOptions {
     pub save: bool,
 }
 
-/// One group of files that share a folder.
-struct Group {
-    dir: PathBuf,
-    label: String,
-    files: Vec<PathBuf>,
-    errors: Vec<FileError>,
+/// What analyzing one file gave: its conversations' analyses, or the one-line reason it could not be read.
+pub type FileResult = Result<Vec<ConversationAnalysis>, String>;
+
+/// One group of files that share a folder: what `analyze` summarises together and `report` shows as one run set.
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// The folder.
+    pub dir: PathBuf,
+    /// The folder as the user wrote it (or found below it).
+    pub label: String,
+    /// Its transcripts, sorted by name.
+    pub files: Vec<PathBuf>,
+    /// Paths that could not be listed or do not exist.
+    pub errors: Vec<FileError>,
     /// True when the whole folder was given (then it can be saved and reused).
-    whole_folder: bool,
+    pub whole_folder: bool,
+}
+
+impl Group {
+    /// The group's analysis from its files' results (in file order), as `analysis.json` records it: the files'
+    /// stamps, the conversations, the errors and the summary.
+    #[must_use]
+    pub fn analysis<'a>(
+        &self,
+        results: impl IntoIterator<Item = (&'a Path, FileResult)>,
+        forced: Option<Format>,
+    ) -> DirAnalysis {
+        let mut out = DirAnalysis {
+            dir: self.label.clone(),
+            conversations: Vec::new(),
+            errors: self.errors.clone(),
+            version: ANALYSIS_VERSION,
+            parrot_version: env!("CARGO_PKG_VERSION").to_string(),
+            forced_format: forced,
+            files: Vec::new(),
+            summary: DirSummary::default(),
+        };
+        for (path, result) in results {
+            if let Some(s) = stamp(path) {
+                out.files.push(s);
+            }
+            match result {
+                Ok(mut convs) => out.conversations.append(&mut convs),
+                Err(error) => out.errors.push(FileError { path: path.display().to_string(), error }),
+            }
+        }
+        out.summary = DirSummary::of(&out.conversations, out.errors.len());
+        out
+    }
 }
 
 /// Files that parrot itself writes into run folders beside the transcripts: never transcripts.
@@ -241,7 +282,8 @@ fn collect_folder(dir: &Path, depth: usize, out: &mut Vec<Group>) {
 
 /// Turns PATH arguments into groups: each folder (and sub-folder holding transcripts) is one group; files named
 /// directly are grouped by their parent folder, in the order given.
-fn groups(paths: &[PathBuf]) -> Vec<Group> {
+#[must_use]
+pub fn groups(paths: &[PathBuf]) -> Vec<Group> {
     let mut out: Vec<Group> = Vec::new();
     for path in paths {
         if path.is_dir() {
@@ -335,49 +377,28 @@ pub fn analyze_paths_with(paths: &[PathBuf], options: &AnalyzeOptions) -> (Vec<D
         .filter(|(i, _)| reused[*i].is_none())
         .flat_map(|(i, g)| g.files.iter().map(move |f| (i, f)))
         .collect();
-    let results: Vec<(usize, &PathBuf, Result<Vec<ConversationAnalysis>>)> =
-        jobs.par_iter().map(|&(i, f)| (i, f, analyze_file(f, options.forced))).collect();
-    let mut out: Vec<DirAnalysis> = groups
-        .iter()
-        .map(|g| DirAnalysis {
-            dir: g.label.clone(),
-            conversations: Vec::new(),
-            errors: g.errors.clone(),
-            version: ANALYSIS_VERSION,
-            parrot_version: env!("CARGO_PKG_VERSION").to_string(),
-            forced_format: options.forced,
-            files: Vec::new(),
-            summary: DirSummary::default(),
-        })
+    let mut results: Vec<Vec<(&Path, FileResult)>> = vec![Vec::new(); groups.len()];
+    let analyzed: Vec<(usize, &Path, FileResult)> = jobs
+        .par_iter()
+        .map(|&(i, f)| (i, f.as_path(), analyze_file(f, options.forced).map_err(|e| format!("{e:#}"))))
         .collect();
-    for (i, path, result) in results {
-        match result {
-            Ok(mut convs) => {
-                if let Some(s) = stamp(path) {
-                    out[i].files.push(s);
-                }
-                out[i].conversations.append(&mut convs);
-            }
-            Err(e) => {
-                if let Some(s) = stamp(path) {
-                    out[i].files.push(s);
-                }
-                out[i].errors.push(FileError { path: path.display().to_string(), error: format!("{e:#}") });
-            }
-        }
+    for (i, path, result) in analyzed {
+        results[i].push((path, result));
     }
-    for (i, (d, g)) in out.iter_mut().zip(&groups).enumerate() {
-        if let Some(mut saved) = reused[i].clone() {
+    let mut out = Vec::with_capacity(groups.len());
+    for ((g, saved), results) in groups.iter().zip(reused).zip(results) {
+        if let Some(mut saved) = saved {
             saved.dir.clone_from(&g.label);
-            *d = saved;
+            out.push(saved);
             continue;
         }
-        d.summary = DirSummary::of(&d.conversations, d.errors.len());
+        let d = g.analysis(results, options.forced);
         if options.save && g.whole_folder {
-            if let Err(e) = save(&g.dir, d) {
+            if let Err(e) = save(&g.dir, &d) {
                 warnings.push(format!("{}: could not save the analysis: {e:#}", g.label));
             }
         }
+        out.push(d);
     }
     (out, warnings)
 }

@@ -77,7 +77,20 @@ pub fn shingles(s: &str, k: usize) -> Vec<u64> {
     let mut out: Vec<u64> = if chars.len() < k {
         vec![chars.iter().fold(0u64, |h, &c| mix(h ^ u64::from(c)))]
     } else {
-        chars.windows(k).map(|w| w.iter().fold(k as u64, |h, &c| mix(h ^ u64::from(c)))).collect()
+        // A polynomial rolling hash (one multiply per character, whatever k), scrambled by `mix`.
+        const BASE: u64 = 0x9e37_79b9_7f4a_7c15;
+        let top = (1..k).fold(1u64, |p, _| p.wrapping_mul(BASE));
+        let mut h = chars[..k].iter().fold(0u64, |h, &c| h.wrapping_mul(BASE).wrapping_add(u64::from(c) + 1));
+        let mut out = Vec::with_capacity(chars.len() - k + 1);
+        out.push(mix(h ^ k as u64));
+        for i in k..chars.len() {
+            h = h
+                .wrapping_sub(top.wrapping_mul(u64::from(chars[i - k]) + 1))
+                .wrapping_mul(BASE)
+                .wrapping_add(u64::from(chars[i]) + 1);
+            out.push(mix(h ^ k as u64));
+        }
+        out
     };
     out.sort_unstable();
     out.dedup();
@@ -173,12 +186,23 @@ impl SuffixAutomaton {
         for (i, &c) in text.iter().enumerate() {
             let cur = sam.add_state(sam.len[last as usize] + 1, 0, i as u32 + 1, 1);
             let mut p = last;
-            while p != NO_LINK && !sam.next.contains_key(&key(p, c)) {
-                sam.add_edge(p, c, cur);
+            // Walk the suffix links adding `c` until a state already has it (one hash lookup per state).
+            let mut found = None;
+            while p != NO_LINK {
+                match sam.next.entry(key(p, c)) {
+                    std::collections::hash_map::Entry::Occupied(e) => {
+                        found = Some(*e.get());
+                        break;
+                    }
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(cur);
+                        sam.edges.push((c, sam.head[p as usize]));
+                        sam.head[p as usize] = (sam.edges.len() - 1) as u32;
+                    }
+                }
                 p = sam.link[p as usize];
             }
-            if p != NO_LINK {
-                let q = sam.next[&key(p, c)];
+            if let Some(q) = found {
                 if sam.len[p as usize] + 1 == sam.len[q as usize] {
                     sam.link[cur as usize] = q;
                 } else {
@@ -191,8 +215,11 @@ impl SuffixAutomaton {
                         sam.add_edge(clone, ch, to);
                         e = nxt;
                     }
-                    while p != NO_LINK && sam.next.get(&key(p, c)) == Some(&q) {
-                        sam.next.insert(key(p, c), clone);
+                    while p != NO_LINK {
+                        match sam.next.get_mut(&key(p, c)) {
+                            Some(to) if *to == q => *to = clone,
+                            _ => break,
+                        }
                         p = sam.link[p as usize];
                     }
                     sam.link[q as usize] = clone;

@@ -25,7 +25,8 @@ use crate::transcript::Record;
 pub struct ReportArgs {
     /// Run folders to compare; each is one run set (a model pair × sampler × backend). A folder may hold any
     /// transcripts `parrot analyze` reads: parrot's `.jsonl`, the original tool's `.log`, chat JSON/JSONL,
-    /// ShareGPT. A single transcript file is a run set of one.
+    /// ShareGPT. Every sub-folder that holds transcripts is a run set of its own (so a `parrot sweep` folder
+    /// gives one per cell); a single transcript file is a run set of one.
     #[arg(required = true, value_name = "RUN_DIR")]
     pub run_dirs: Vec<PathBuf>,
     /// Folder to write the report into (`DIR/index.html`); created when missing.
@@ -37,10 +38,15 @@ pub struct ReportArgs {
     /// Open the report in the default browser when it is written (best effort).
     #[arg(long)]
     pub open: bool,
+    /// Show the conversations in full inside `index.html` when there are at most this many; with more, each
+    /// conversation gets a page of its own in `DIR/conversations/`, so the index stays quick to open.
+    #[arg(long, value_name = "N", default_value_t = report::INLINE_MAX)]
+    pub inline_max: usize,
+    /// Do not save `analysis.json` beside the run folders that had to be analyzed (as `parrot analyze` does, so
+    /// that the next report reuses it).
+    #[arg(long)]
+    pub no_save: bool,
 }
-
-/// File names in a run folder that are never transcripts.
-const NOT_TRANSCRIPTS: &[&str] = &["analysis.json", "config.json", "index.html"];
 
 /// Runs `parrot report`.
 ///
@@ -48,17 +54,24 @@ const NOT_TRANSCRIPTS: &[&str] = &["analysis.json", "config.json", "index.html"]
 /// When the output folder or the page cannot be written. Unreadable inputs are not errors: they are reported
 /// and make the exit code 1.
 pub fn run(global: &GlobalArgs, args: ReportArgs) -> Result<ExitCode> {
-    let sets: Vec<RunSet> = args.run_dirs.iter().map(|dir| read_run_set(dir)).collect();
+    let (sets, warnings) = read_run_sets(&args.run_dirs, !args.no_save);
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
     let problems = report::problems(&sets);
     for p in &problems {
         eprintln!("warning: {}: {}", p.path, p.error);
     }
-    let options = report::Options { generated: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string() };
-    let html = report::render(&sets, &options)?;
+    let options = report::Options {
+        generated: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+        inline_max: args.inline_max,
+    };
+    let rendered = report::render(&sets, &options)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("could not create the output folder '{}'", args.out.display()))?;
+    write_pages(&args.out, &rendered.pages)?;
     let index = args.out.join("index.html");
-    std::fs::write(&index, html).with_context(|| format!("could not write '{}'", index.display()))?;
+    std::fs::write(&index, rendered.index).with_context(|| format!("could not write '{}'", index.display()))?;
     if args.png {
         write_pngs(&sets, &args.out.join("png"))?;
     }
@@ -86,7 +99,7 @@ pub fn run(global: &GlobalArgs, args: ReportArgs) -> Result<ExitCode> {
 /// Draws every summary figure as a PNG in `dir`.
 fn write_pngs(sets: &[RunSet], dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("could not create '{}'", dir.display()))?;
-    for (name, figure) in report::summary_figures(sets) {
+    for (name, figure) in report::summary_figures(sets, false) {
         let path = dir.join(format!("{name}.png"));
         let root = BitMapBackend::new(&path, figure.size()).into_drawing_area();
         figure.draw(&root)?;
@@ -108,70 +121,129 @@ fn open_in_browser(path: &Path) {
     }
 }
 
-/// The transcript files of a run folder, sorted by name (a file given directly is its own list).
-fn list_transcripts(dir: &Path) -> Result<Vec<PathBuf>> {
-    if dir.is_file() {
-        return Ok(vec![dir.to_path_buf()]);
-    }
-    let entries = std::fs::read_dir(dir).context("could not read the folder")?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
-        .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
-            !name.starts_with('.')
-                && !NOT_TRANSCRIPTS.contains(&name)
-                && matches!(ext.to_ascii_lowercase().as_str(), "jsonl" | "json" | "log")
-        })
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
-/// Reads and analyses one run folder (reusing its `analysis.json` when fresh); every failure becomes a
-/// [`Problem`] of the set.
-fn read_run_set(dir: &Path) -> RunSet {
-    let name = dir.display().to_string();
-    if dir.is_dir() {
-        if let Some(fresh) = saved::load_saved(dir) {
-            return from_saved(name, fresh);
-        }
-    }
-    let files = match list_transcripts(dir) {
-        Ok(files) => files,
-        Err(e) => {
-            return RunSet {
-                dir: name.clone(),
-                items: vec![],
-                problems: vec![Problem { path: name, error: format!("{e:#}") }],
+/// Writes the conversations' own pages into `out/conversations/`, first removing the pages an earlier report
+/// left there (only files named like ours), so that no stale conversation stays linked.
+fn write_pages(out: &Path, pages: &[(String, String)]) -> Result<()> {
+    let dir = out.join(report::PAGES_DIR);
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let ours = name
+                .strip_prefix("c-")
+                .and_then(|n| n.strip_suffix(".html"))
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if ours {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("could not remove the old page '{}'", path.display()))?;
             }
         }
-    };
-    let results: Vec<Result<Vec<Item>, Problem>> = files
-        .par_iter()
-        .map(|path| {
-            let conversations = formats::read_path_all(path, None)
-                .map_err(|e| Problem { path: path.display().to_string(), error: format!("{e:#}") })?;
-            let extra = header_facts(path, &conversations);
-            Ok(conversations
-                .into_iter()
-                .map(|conversation| Item {
-                    analysis: crate::analysis::analyze(&conversation),
-                    conversation: Some(conversation),
-                    extra_facts: extra.clone(),
-                })
-                .collect())
-        })
-        .collect();
-    let mut set = RunSet { dir: name, items: Vec::new(), problems: Vec::new() };
-    for r in results {
-        match r {
-            Ok(items) => set.items.extend(items),
-            Err(p) => set.problems.push(p),
+    }
+    if pages.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("could not create '{}'", dir.display()))?;
+    pages.par_iter().try_for_each(|(name, html)| {
+        let path = out.join(name);
+        std::fs::write(&path, html).with_context(|| format!("could not write '{}'", path.display()))
+    })
+}
+
+/// What reading one transcript file gave: its conversations and header facts, or why it could not be read.
+type ReadResult = Result<(Vec<Conversation>, Facts), String>;
+
+/// Reads the run sets: one per folder (or sub-folder) holding transcripts, as `parrot analyze` groups them.
+/// A folder whose saved analysis is fresh reuses it; the others are read and analyzed in parallel across all
+/// their files, and their analysis is saved beside them when `save` (failures to save become warnings).
+fn read_run_sets(paths: &[PathBuf], save: bool) -> (Vec<RunSet>, Vec<String>) {
+    // Each argument on its own: a missing path or a lone file is a run set of its own, in the order given.
+    let mut groups = Vec::new();
+    for path in paths {
+        if path.exists() {
+            groups.extend(saved::groups(std::slice::from_ref(path)));
+        } else {
+            let label = path.display().to_string();
+            groups.push(saved::Group {
+                dir: path.clone(),
+                label: label.clone(),
+                files: Vec::new(),
+                errors: vec![saved::FileError { path: label, error: "no such file or folder".into() }],
+                whole_folder: false,
+            });
         }
     }
-    set
+    let fresh: Vec<Option<saved::DirAnalysis>> =
+        groups.iter().map(|g| g.whole_folder.then(|| saved::load_saved(&g.dir)).flatten()).collect();
+    let jobs: Vec<(usize, &PathBuf)> = groups
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| fresh[*i].is_none())
+        .flat_map(|(i, g)| g.files.iter().map(move |f| (i, f)))
+        .collect();
+    let read: Vec<(usize, &PathBuf, ReadResult)> = jobs
+        .par_iter()
+        .map(|&(i, path)| {
+            let result = formats::read_path_all(path, None)
+                .map(|conversations| {
+                    let facts = header_facts(path, &conversations);
+                    (conversations, facts)
+                })
+                .map_err(|e| format!("{e:#}"));
+            (i, path, result)
+        })
+        .collect();
+    let mut per_group: Vec<Vec<(&PathBuf, ReadResult)>> = groups.iter().map(|_| Vec::new()).collect();
+    for (i, path, result) in read {
+        per_group[i].push((path, result));
+    }
+    let mut warnings = Vec::new();
+    let mut sets = Vec::with_capacity(groups.len());
+    for ((group, fresh), files) in groups.iter().zip(fresh).zip(per_group) {
+        if let Some(analysis) = fresh {
+            sets.push(from_saved(group.label.clone(), analysis));
+            continue;
+        }
+        let analyzed: Vec<(&PathBuf, Result<Vec<Item>, String>)> = files
+            .into_par_iter()
+            .map(|(path, result)| {
+                let items = result.map(|(conversations, facts)| {
+                    conversations
+                        .into_iter()
+                        .map(|conversation| Item {
+                            analysis: crate::analysis::analyze(&conversation),
+                            conversation: Some(conversation),
+                            extra_facts: facts.clone(),
+                        })
+                        .collect()
+                });
+                (path, items)
+            })
+            .collect();
+        if save && group.whole_folder {
+            let results = analyzed.iter().map(|(path, items)| {
+                let analyses = items
+                    .as_ref()
+                    .map(|items| items.iter().map(|item| item.analysis.clone()).collect())
+                    .map_err(Clone::clone);
+                (path.as_path(), analyses)
+            });
+            if let Err(e) = saved::save(&group.dir, &group.analysis(results, None)) {
+                warnings.push(format!("{}: could not save the analysis: {e:#}", group.label));
+            }
+        }
+        let mut set = RunSet {
+            dir: group.label.clone(),
+            items: Vec::new(),
+            problems: group.errors.iter().map(|e| Problem { path: e.path.clone(), error: e.error.clone() }).collect(),
+        };
+        for (path, result) in analyzed {
+            match result {
+                Ok(items) => set.items.extend(items),
+                Err(error) => set.problems.push(Problem { path: path.display().to_string(), error }),
+            }
+        }
+        sets.push(set);
+    }
+    (sets, warnings)
 }
 
 /// Facts a parrot header records but [`Conversation`] does not: the backends.

@@ -251,6 +251,7 @@ pub(crate) fn open_transcript(
 }
 
 /// A conversation ready to run: its transcript is open and its earlier turns (if resumed) are known.
+#[cfg_attr(not(feature = "llama"), allow(dead_code))]
 struct Opened {
     index: u32,
     seed: u32,
@@ -282,7 +283,9 @@ pub(crate) fn report(path: &Path, summary: &Summary, outcome: &mut Outcome) {
 #[cfg(not(feature = "llama"))]
 /// Without the `llama` feature there is no in-process engine.
 #[derive(Default)]
-pub struct Engines;
+pub struct Engines {
+    _none: (),
+}
 
 #[cfg(not(feature = "llama"))]
 /// Runs a set of conversations.

@@ -120,8 +120,8 @@ pub struct ScatterPoint {
     pub avg_response_length: f64,
     /// The hover title: the file and its numbers.
     pub title: String,
-    /// The page anchor of the conversation (`c-12`), for click-through.
-    pub anchor: String,
+    /// Where a click on the point leads: the conversation's section (`#c-12`) or page (`conversations/c-12.html`).
+    pub link: String,
 }
 
 /// One Kaplan–Meier step curve of an onset chart.
@@ -250,10 +250,10 @@ impl Figure {
         if !hover.is_empty() {
             // plotters has no element for `<title>`: add an invisible hit layer with one titled circle per point.
             let mut layer = String::from("<g class=\"hover\">\n");
-            for (x, y, title, anchor) in hover {
+            for (x, y, title, link) in hover {
                 layer.push_str(&format!(
-                    "<a href=\"#{}\"><circle class=\"pt\" cx=\"{x}\" cy=\"{y}\" r=\"7\" fill=\"#000\" fill-opacity=\"0\"><title>{}</title></circle></a>\n",
-                    escape_xml(&anchor),
+                    "<a href=\"{}\"><circle class=\"pt\" cx=\"{x}\" cy=\"{y}\" r=\"7\" fill=\"#000\" fill-opacity=\"0\"><title>{}</title></circle></a>\n",
+                    escape_xml(&link),
                     escape_xml(&title)
                 ));
             }
@@ -266,7 +266,7 @@ impl Figure {
         Ok(out)
     }
 
-    /// Draws the figure on any plotters area. Returns the scatter's hover targets `(x, y, title, anchor)` in
+    /// Draws the figure on any plotters area. Returns the scatter's hover targets `(x, y, title, link)` in
     /// backend pixels (empty for other figures).
     ///
     /// # Errors
@@ -418,7 +418,7 @@ fn draw_scatter<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, sets: &[Vec<S
             }
             draw_marker(&mut chart, at, style)?;
             let (x, y) = chart.backend_coord(&at);
-            hover.push((x, y, p.title.clone(), p.anchor.clone()));
+            hover.push((x, y, p.title.clone(), p.link.clone()));
         }
     }
     Ok(hover)
@@ -685,7 +685,7 @@ mod tests {
     use super::*;
 
     fn point(x: f64, y: f64, title: &str) -> ScatterPoint {
-        ScatterPoint { loop_density: x, avg_response_length: y, title: title.into(), anchor: "c-0".into() }
+        ScatterPoint { loop_density: x, avg_response_length: y, title: title.into(), link: "#c-0".into() }
     }
 
     #[test]

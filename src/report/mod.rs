@@ -32,8 +32,20 @@ use crate::transcript::Speaker;
 use charts::{Bins, Curve, Figure, Mark, ScatterPoint};
 use labels::{Facts, Variation};
 
-/// The page template, compiled into the binary so that `parrot report` works from any folder.
-const TEMPLATE: &str = include_str!("../../templates/report.html.j2");
+/// The templates, compiled into the binary so that `parrot report` works from any folder: the index page, the
+/// style both pages share, the conversation section, and the page a conversation gets in a large report.
+const TEMPLATES: [(&str, &str); 4] = [
+    ("report.html", include_str!("../../templates/report.html.j2")),
+    ("report.css", include_str!("../../templates/report.css")),
+    ("report-conversation.html", include_str!("../../templates/report-conversation.html.j2")),
+    ("report-conversation-page.html", include_str!("../../templates/report-conversation-page.html.j2")),
+];
+
+/// Reports with more conversations than this (by default) give each conversation a page of its own instead of a
+/// section of the index: a thousand transcripts in one page would take a browser a minute to open.
+pub const INLINE_MAX: usize = 50;
+/// The folder of the report, beside `index.html`, that holds the conversations' own pages.
+pub const PAGES_DIR: &str = "conversations";
 
 /// The most cells per side of a self-similarity heatmap; longer conversations are binned (maximum per block).
 pub const HEATMAP_CELLS: usize = 40;
@@ -85,10 +97,37 @@ pub struct RunSet {
 }
 
 /// Page-level details that are not data.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// When the report was made (free text; empty to leave out, which keeps snapshots stable).
     pub generated: String,
+    /// The most conversations shown in full inside the index; with more, each gets a page of its own.
+    pub inline_max: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { generated: String::new(), inline_max: INLINE_MAX }
+    }
+}
+
+/// A rendered report: the index page and, when the conversations do not fit it, one page per conversation.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// `index.html`.
+    pub index: String,
+    /// Each conversation's own page: its path relative to the index (`conversations/c-3.html`; made from a
+    /// counter, never from file or model text) and the page.
+    pub pages: Vec<(String, String)>,
+}
+
+/// Where a conversation is shown: its section of the index, or its own page.
+fn conversation_link(anchor: usize, split: bool) -> String {
+    if split {
+        view_page_path(anchor)
+    } else {
+        format!("#c-{anchor}")
+    }
 }
 
 /// Facts of one conversation: its config flattened, its models and the extra facts.
@@ -319,7 +358,9 @@ fn shares(labels: Vec<String>, counts: &[usize]) -> Bins {
 
 /// The figures that summarize all run sets, with a file-name stem each (also the `--png` file names).
 #[must_use]
-pub fn summary_figures(sets: &[RunSet]) -> Vec<(String, Figure)> {
+/// `split` says whether the scatter's points link to conversation pages (see [`Options::inline_max`]) or to
+/// sections of the index.
+pub fn summary_figures(sets: &[RunSet], split: bool) -> Vec<(String, Figure)> {
     let legend = run_set_labels(sets).0;
     let mut out = Vec::new();
     let mut anchor = 0;
@@ -335,7 +376,7 @@ pub fn summary_figures(sets: &[RunSet]) -> Vec<(String, Figure)> {
                     "{} — loop density {:.3}, avg length {:.0}",
                     a.source, a.legacy.loop_density, a.legacy.avg_response_length
                 ),
-                anchor: format!("c-{anchor}"),
+                link: conversation_link(anchor, split),
             });
             anchor += 1;
         }
@@ -469,6 +510,8 @@ struct MessageView {
 #[derive(Serialize)]
 struct ConversationView {
     anchor: String,
+    href: String,
+    marker: String,
     set: usize,
     set_label: String,
     color: String,
@@ -506,6 +549,7 @@ struct Page {
     scatter_svg: String,
     onset_turns_svg: Option<String>,
     onset_tokens_svg: Option<String>,
+    split: bool,
     conversations: Vec<ConversationView>,
 }
 
@@ -523,7 +567,7 @@ fn marker_svg(i: usize) -> String {
     format!("<svg class=\"swatch\" width=\"14\" height=\"14\" viewBox=\"0 0 14 14\" aria-hidden=\"true\">{shape}</svg>")
 }
 
-fn conversation_view(item: &Item, anchor: usize, set: usize, set_label: &str) -> Result<ConversationView> {
+fn conversation_view(item: &Item, anchor: usize, set: usize, set_label: &str, split: bool) -> Result<ConversationView> {
     let a = &item.analysis;
     let (timeline, heatmap) = conversation_figures(item);
     let heatmap_bin = match &heatmap {
@@ -565,6 +609,8 @@ fn conversation_view(item: &Item, anchor: usize, set: usize, set_label: &str) ->
     });
     Ok(ConversationView {
         anchor: format!("c-{anchor}"),
+        href: conversation_link(anchor, split),
+        marker: marker_svg(set),
         set,
         set_label: set_label.to_string(),
         color: charts::set_color_hex(set),
@@ -606,15 +652,34 @@ pub fn problems(sets: &[RunSet]) -> Vec<Problem> {
     out
 }
 
-/// Renders the whole report page.
+/// The template environment: every template of the report, HTML auto-escaping everywhere.
+fn environment() -> Result<Environment<'static>> {
+    let mut env = Environment::new();
+    env.set_auto_escape_callback(|_| AutoEscape::Html);
+    for (name, source) in TEMPLATES {
+        env.add_template(name, source).with_context(|| format!("the report template '{name}' does not parse"))?;
+    }
+    Ok(env)
+}
+
+fn render_template(env: &Environment<'_>, name: &str, ctx: impl Serialize) -> Result<String> {
+    env.get_template(name)
+        .and_then(|t| t.render(ctx))
+        .map_err(|e| anyhow::anyhow!("could not render the report ({name}): {e:#}"))
+}
+
+/// Renders the report: the index page and, with more than [`Options::inline_max`] conversations, a page per
+/// conversation (rendered in parallel; each keeps only the index's table row once its page is made).
 ///
 /// # Errors
-/// When the template fails to render or a chart fails to draw (neither happens for valid data).
-pub fn render(sets: &[RunSet], options: &Options) -> Result<String> {
+/// When a template fails to render or a chart fails to draw (neither happens for valid data).
+pub fn render(sets: &[RunSet], options: &Options) -> Result<Rendered> {
     let (labels, variations) = run_set_labels(sets);
     let phenomena = phenomena(sets);
     let total: usize = sets.iter().map(|s| s.items.len()).sum();
-    let mut figures: BTreeMap<String, Figure> = summary_figures(sets).into_iter().collect();
+    let split = total > options.inline_max;
+    let env = environment()?;
+    let mut figures: BTreeMap<String, Figure> = summary_figures(sets, split).into_iter().collect();
     let mut svg_of = |name: &str| figures.remove(name).map(|f| f.svg()).transpose();
     let scatter_svg = svg_of("scatter")?.unwrap_or_default();
     let onset_turns_svg = svg_of("onset_turns")?;
@@ -654,10 +719,28 @@ pub fn render(sets: &[RunSet], options: &Options) -> Result<String> {
         .enumerate()
         .map(|(anchor, (s, item))| (anchor, s, item))
         .collect();
-    let conversations = jobs
+    let version = env!("CARGO_PKG_VERSION");
+    let rendered = jobs
         .par_iter()
-        .map(|&(anchor, s, item)| conversation_view(item, anchor, s, &labels[s]))
+        .map(|&(anchor, s, item)| {
+            let mut view = conversation_view(item, anchor, s, &labels[s], split)?;
+            if !split {
+                return Ok((view, None));
+            }
+            let page = render_template(
+                &env,
+                "report-conversation-page.html",
+                minijinja::context! { c => &view, version => version },
+            )?;
+            // The index needs only the table row: drop the heavy parts now rather than hold them all.
+            view.transcript = None;
+            view.detections.clear();
+            view.timeline_svg.clear();
+            view.heatmap_svg = None;
+            Ok((view, Some((view_page_path(anchor), page))))
+        })
         .collect::<Result<Vec<_>>>()?;
+    let (conversations, pages): (Vec<ConversationView>, Vec<Option<(String, String)>>) = rendered.into_iter().unzip();
     let fatal = if sets.is_empty() {
         Some("No run folders were given.".to_string())
     } else if total == 0 {
@@ -667,7 +750,7 @@ pub fn render(sets: &[RunSet], options: &Options) -> Result<String> {
     };
     let page = Page {
         generated: options.generated.clone(),
-        version: env!("CARGO_PKG_VERSION"),
+        version,
         problems: problems(sets),
         fatal,
         variations,
@@ -677,14 +760,16 @@ pub fn render(sets: &[RunSet], options: &Options) -> Result<String> {
         scatter_svg,
         onset_turns_svg,
         onset_tokens_svg,
+        split,
         conversations,
     };
-    let mut env = Environment::new();
-    env.set_auto_escape_callback(|_| AutoEscape::Html);
-    env.add_template("report.html", TEMPLATE).context("the report template does not parse")?;
-    env.get_template("report.html")
-        .and_then(|t| t.render(&page))
-        .map_err(|e| anyhow::anyhow!("could not render the report: {e:#}"))
+    let index = render_template(&env, "report.html", &page)?;
+    Ok(Rendered { index, pages: pages.into_iter().flatten().collect() })
+}
+
+/// The path of conversation `anchor`'s own page, relative to the index.
+fn view_page_path(anchor: usize) -> String {
+    format!("{PAGES_DIR}/c-{anchor}.html")
 }
 
 #[cfg(test)]

@@ -134,7 +134,7 @@ fn labels_come_from_the_config_difference() {
 #[test]
 fn page_has_every_part() {
     let sets = two_sets();
-    let html = render(&sets, &Options::default()).unwrap();
+    let html = render(&sets, &Options::default()).unwrap().index;
     assert!(html.starts_with("<!DOCTYPE html>"));
     assert_eq!(html.matches("<circle class=\"pt\"").count(), 3, "one scatter point per conversation");
     for id in
@@ -159,7 +159,7 @@ fn model_text_is_escaped_everywhere() {
     sets[0].items[0] = item("runs/<img src=x onerror=alert(3)>.jsonl", 1.1, &[evil, evil, evil, "ok"], 0.2, Some(1));
     sets[0].items[0].analysis.detectors.get_mut("single_turn_loop").unwrap().assistant.evidence =
         vec![crate::analysis::Evidence { turns: vec![0], text: evil.into() }];
-    let html = render(&sets, &Options::default()).unwrap();
+    let html = render(&sets, &Options::default()).unwrap().index;
     assert!(!html.contains("<script>alert"));
     assert!(!html.contains("</textarea>"));
     assert!(!html.contains("\"onload="));
@@ -172,11 +172,40 @@ fn model_text_is_escaped_everywhere() {
 }
 
 #[test]
+fn large_reports_give_each_conversation_a_page_and_keep_it_escaped() {
+    let evil = "<script>alert(1)</script> </textarea> \"onload=alert(2) &amp;";
+    let mut sets = two_sets();
+    sets[1].items[0] = item("runs/pen10/<b>.jsonl", 1.0, &[evil, "fine", evil], 0.1, Some(2));
+    let out = render(&sets, &Options { inline_max: 2, ..Options::default() }).unwrap();
+    // Three conversations > 2: the index keeps the table and the charts, each conversation moves to its page.
+    assert_eq!(out.pages.len(), 3);
+    let names: Vec<&str> = out.pages.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["conversations/c-0.html", "conversations/c-1.html", "conversations/c-2.html"]);
+    assert_eq!(out.index.matches("<section class=\"conv\"").count(), 0);
+    assert_eq!(out.index.matches("<circle class=\"pt\"").count(), 3);
+    for name in &names {
+        assert!(out.index.contains(&format!("<a href=\"{name}\"")), "the table and the scatter link {name}");
+    }
+    for (_, page) in &out.pages {
+        assert!(page.starts_with("<!DOCTYPE html>"));
+        assert_eq!(page.matches("<section class=\"conv\"").count(), 1);
+        assert!(page.contains("class=\"chart timeline\"") && page.contains("href=\"../index.html#files\""));
+        assert!(!page.contains("<script") && !page.contains("</textarea>") && !page.contains("\"onload="));
+    }
+    assert!(out.pages[2].1.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;"));
+    assert!(out.index.contains("&lt;b&gt;.jsonl") && !out.index.contains("<b>.jsonl"));
+    // At the limit everything stays inline.
+    let inline = render(&sets, &Options { inline_max: 3, ..Options::default() }).unwrap();
+    assert!(inline.pages.is_empty());
+    assert_eq!(inline.index.matches("<section class=\"conv\"").count(), 3);
+}
+
+#[test]
 fn empty_input_still_renders_and_says_so() {
-    let html = render(&[], &Options::default()).unwrap();
+    let html = render(&[], &Options::default()).unwrap().index;
     assert!(html.contains("No run folders were given."));
     let empty = vec![RunSet { dir: "runs/empty".into(), items: vec![], problems: vec![] }];
-    let html = render(&empty, &Options::default()).unwrap();
+    let html = render(&empty, &Options::default()).unwrap().index;
     assert!(html.contains("None of the run folders holds a conversation"));
     assert!(html.contains("runs&#x2f;empty: no conversations could be read from this run set"));
     assert_eq!(problems(&empty).len(), 1);
@@ -191,7 +220,7 @@ fn twenty_run_sets_get_twenty_distinct_legend_entries() {
             problems: vec![],
         })
         .collect();
-    let html = render(&sets, &Options::default()).unwrap();
+    let html = render(&sets, &Options::default()).unwrap().index;
     let legend = &html[html.find("id=\"legend\"").unwrap()..html.find("id=\"summary-table\"").unwrap()];
     assert_eq!(legend.matches("<li").count(), 20);
     let swatches: BTreeSet<&str> =

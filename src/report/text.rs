@@ -5,16 +5,16 @@
 //! Both are display aids, not detectors: they must be cheap enough for a thousand conversations and need not match
 //! the analysis exactly.
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use crate::analysis::text::{mix, FxMap};
 
 /// Words in a shingle for span highlighting: six words in a row seen before is repetition, not coincidence.
 pub const SHINGLE_WORDS: usize = 6;
 /// Characters in a shingle for turn similarity.
 pub const SHINGLE_CHARS: usize = 5;
-/// Size of the bottom-k sketch that estimates Jaccard similarity in constant time per pair.
-pub const SKETCH: usize = 96;
+/// Buckets of the MinHash sketch that estimates Jaccard similarity in constant time per pair.
+pub const SKETCH: usize = 64;
+/// A sketch bucket no shingle fell into.
+const EMPTY: u32 = u32::MAX;
 
 /// A piece of a message, marked when it repeats earlier text.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -25,10 +25,9 @@ pub struct Segment {
     pub from: Option<usize>,
 }
 
-fn hash_of<T: Hash + ?Sized>(value: &T) -> u64 {
-    let mut h = DefaultHasher::new();
-    value.hash(&mut h);
-    h.finish()
+/// A word's hash (FNV-1a over its bytes, then mixed): cheap, and shingles combine six of them.
+fn word_hash(word: &str) -> u64 {
+    mix(word.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)))
 }
 
 /// Splits every message into segments, marking the words covered by a run of [`SHINGLE_WORDS`] words that
@@ -36,11 +35,12 @@ fn hash_of<T: Hash + ?Sized>(value: &T) -> u64 {
 /// earlier message exactly. Concatenating a message's segments gives back its text.
 #[must_use]
 pub fn repeated_spans(texts: &[&str]) -> Vec<Vec<Segment>> {
-    let mut seen: HashMap<u64, usize> = HashMap::new();
-    let mut whole: HashMap<&str, usize> = HashMap::new();
+    let mut seen: FxMap<u64, usize> = FxMap::default();
+    let mut whole: FxMap<&str, usize> = FxMap::default();
     let mut out = Vec::with_capacity(texts.len());
     for (m, text) in texts.iter().enumerate() {
         let words: Vec<(usize, usize)> = word_ranges(text);
+        let word_hashes: Vec<u64> = words.iter().map(|&(s, e)| word_hash(&text[s..e])).collect();
         let mut marks: Vec<Option<usize>> = vec![None; words.len()];
         let trimmed = text.trim();
         if let Some(&first) = whole.get(trimmed).filter(|_| !trimmed.is_empty()) {
@@ -49,8 +49,7 @@ pub fn repeated_spans(texts: &[&str]) -> Vec<Vec<Segment>> {
             whole.insert(trimmed, m);
         }
         for i in 0..words.len().saturating_sub(SHINGLE_WORDS - 1) {
-            let shingle: Vec<&str> = words[i..i + SHINGLE_WORDS].iter().map(|&(s, e)| &text[s..e]).collect();
-            let h = hash_of(&shingle);
+            let h = word_hashes[i..i + SHINGLE_WORDS].iter().fold(SHINGLE_WORDS as u64, |h, &w| mix(h ^ w));
             if let Some(&first) = seen.get(&h) {
                 for w in &mut marks[i..i + SHINGLE_WORDS] {
                     w.get_or_insert(first);
@@ -120,51 +119,50 @@ fn push_plain(out: &mut Vec<Segment>, text: &str) {
     }
 }
 
-/// A bottom-k sketch of a message's character shingles: the [`SKETCH`] smallest shingle hashes, sorted.
-fn sketch(text: &str) -> Vec<u64> {
-    let chars: Vec<char> = text.chars().flat_map(char::to_lowercase).collect();
-    let mut hashes: Vec<u64> = if chars.len() < SHINGLE_CHARS {
-        if chars.is_empty() {
-            Vec::new()
-        } else {
-            vec![hash_of(&chars)]
+/// A one-permutation MinHash sketch of a message's character shingles: each shingle's hash picks one of
+/// [`SKETCH`] buckets, and a bucket keeps the smallest value that fell into it ([`EMPTY`] when none did). One hash
+/// per shingle, and two sketches compare in a fixed number of steps.
+fn sketch(text: &str) -> [u32; SKETCH] {
+    let chars: Vec<u32> = text.chars().flat_map(char::to_lowercase).map(u32::from).collect();
+    let mut out = [EMPTY; SKETCH];
+    let mut add = |window: &[u32]| {
+        let h = mix(window
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, &c| (h ^ u64::from(c)).wrapping_mul(0x0100_0000_01b3)));
+        let bucket = (h >> 58) as usize % SKETCH;
+        let value = (h as u32).min(EMPTY - 1);
+        out[bucket] = out[bucket].min(value);
+    };
+    if chars.len() < SHINGLE_CHARS {
+        if !chars.is_empty() {
+            add(&chars);
         }
     } else {
-        chars.windows(SHINGLE_CHARS).map(hash_of).collect()
-    };
-    hashes.sort_unstable();
-    hashes.dedup();
-    hashes.truncate(SKETCH);
-    hashes
+        chars.windows(SHINGLE_CHARS).for_each(&mut add);
+    }
+    out
 }
 
-/// Estimated Jaccard similarity of two sketched sets (exact when both sets are smaller than the sketch).
-fn jaccard(a: &[u64], b: &[u64]) -> f32 {
-    if a.is_empty() && b.is_empty() {
-        return 1.0;
+/// Estimated Jaccard similarity of the shingle sets behind two sketches: of the buckets either set filled, the
+/// share where both hold the same minimum (1 for two empty texts).
+fn jaccard(a: &[u32; SKETCH], b: &[u32; SKETCH]) -> f32 {
+    let (mut filled, mut same) = (0u32, 0u32);
+    for (x, y) in a.iter().zip(b) {
+        let either = u32::from(*x != EMPTY || *y != EMPTY);
+        filled += either;
+        same += either & u32::from(x == y);
     }
-    let (mut i, mut j, mut union, mut both) = (0, 0, 0, 0);
-    while union < SKETCH && (i < a.len() || j < b.len()) {
-        match (a.get(i), b.get(j)) {
-            (Some(x), Some(y)) if x == y => {
-                both += 1;
-                i += 1;
-                j += 1;
-            }
-            (Some(x), Some(y)) if x < y => i += 1,
-            (Some(_), Some(_)) => j += 1,
-            (Some(_), None) => i += 1,
-            (None, _) => j += 1,
-        }
-        union += 1;
+    if filled == 0 {
+        1.0
+    } else {
+        same as f32 / filled as f32
     }
-    both as f32 / union as f32
 }
 
 /// Pairwise similarity of all messages (character-shingle Jaccard), as a square matrix with 1 on the diagonal.
 #[must_use]
 pub fn similarity_matrix(texts: &[&str]) -> Vec<Vec<f32>> {
-    let sketches: Vec<Vec<u64>> = texts.iter().map(|t| sketch(t)).collect();
+    let sketches: Vec<[u32; SKETCH]> = texts.iter().map(|t| sketch(t)).collect();
     let n = sketches.len();
     let mut m = vec![vec![0.0; n]; n];
     for i in 0..n {

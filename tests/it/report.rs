@@ -15,10 +15,12 @@ fn fixture(name: &str) -> String {
 }
 
 /// Runs `parrot report` on `dirs` into a fresh folder; returns the folder, the page and the process output.
+/// `--no-save` keeps the fixture folders of the checkout free of `analysis.json`.
 fn report(dirs: &[String], extra: &[&str]) -> (tempfile::TempDir, String, std::process::Output) {
     let out = tempfile::tempdir().unwrap();
     let output = parrot()
         .arg("report")
+        .arg("--no-save")
         .args(dirs)
         .arg("--out")
         .arg(out.path())
@@ -125,9 +127,11 @@ fn empty_and_missing_folders_still_give_a_page() {
     assert_eq!(output.status.code(), Some(1));
     let err = stderr(&output);
     assert!(err.contains("no conversations could be read"), "{err}");
-    assert!(err.contains("does-not-exist: could not read the folder"), "{err}");
+    assert!(err.contains("does-not-exist: no such file or folder"), "{err}");
     assert!(html.contains("None of the run folders holds a conversation that could be read."));
-    assert!(html.contains("could not read the folder"));
+    assert!(html.contains("no such file or folder"));
+    let legend = &html[html.find("id=\"legend\"").unwrap()..html.find("id=\"summary-table\"").unwrap()];
+    assert_eq!(legend.matches("<li").count(), 2, "each argument is a run set of its own");
 }
 
 #[test]
@@ -250,4 +254,57 @@ fn a_fresh_saved_analysis_is_used_and_the_text_still_shown() {
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert!(html.contains("data-v=\"4321.5\""), "the saved analysis was not used");
     assert_eq!(html.matches("<div class=\"transcript\">").count(), 3, "transcripts are read for their text");
+}
+
+#[test]
+fn a_sweep_folder_gives_a_run_set_per_cell_saves_its_analysis_and_splits_large_reports() {
+    // A sweep-like folder: one sub-folder per cell, plus the files parrot writes that are not transcripts.
+    let sweep = tempfile::tempdir().unwrap();
+    for cell in ["pen11", "pen10"] {
+        let dir = sweep.path().join(format!("cell-{cell}"));
+        std::fs::create_dir(&dir).unwrap();
+        for f in ["conv-0.jsonl", "conv-1.jsonl"] {
+            std::fs::copy(root().join("tests/fixtures/report").join(cell).join(f), dir.join(f)).unwrap();
+        }
+        std::fs::write(dir.join("run.json"), "{}").unwrap();
+    }
+    std::fs::write(sweep.path().join("sweep.json"), "{}").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let run = |inline_max: &str| {
+        let output = parrot()
+            .args(["report", "--inline-max", inline_max, "--out"])
+            .arg(out.path())
+            .arg(sweep.path())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        std::fs::read_to_string(out.path().join("index.html")).unwrap()
+    };
+    let html = run("3");
+    // Two run sets, labelled by their config difference, with the cells' numbers.
+    let legend = &html[html.find("id=\"legend\"").unwrap()..html.find("id=\"summary-table\"").unwrap()];
+    assert_eq!(legend.matches("<li").count(), 2, "{legend}");
+    assert!(html.contains("repeat_penalty=1.1") && html.contains("repeat_penalty=1.0"));
+    for (set, cell) in ["cell-pen10", "cell-pen11"].iter().enumerate() {
+        assert_eq!(summary_row(&html, set)[1], Some(2.0), "samples of {cell}");
+        // The analysis was saved beside the transcripts, as `parrot analyze` does.
+        let saved: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(sweep.path().join(cell).join("analysis.json")).unwrap()).unwrap();
+        assert_eq!(saved["conversations"].as_array().unwrap().len(), 2);
+    }
+    // Four conversations > 3: each has its own page, linked from the table and the scatter.
+    assert_eq!(html.matches("<section class=\"conv\"").count(), 0);
+    let pages = out.path().join("conversations");
+    for i in 0..4 {
+        let page = std::fs::read_to_string(pages.join(format!("c-{i}.html"))).unwrap();
+        assert_eq!(page.matches("<section class=\"conv\"").count(), 1);
+        assert!(page.contains("<div class=\"transcript\">"));
+        // (The template writes `/` in attributes as `&#x2f;`, which the browser reads as `/`.)
+        let links = html.replace("&#x2f;", "/").matches(&format!("href=\"conversations/c-{i}.html\"")).count();
+        assert_eq!(links, 2, "table row and scatter point");
+    }
+    // A second report reuses the saved analysis and, inline again, leaves no stale page behind.
+    let html = run("100");
+    assert_eq!(html.matches("<section class=\"conv\"").count(), 4);
+    assert_eq!(std::fs::read_dir(&pages).unwrap().count(), 0, "old pages are removed");
 }

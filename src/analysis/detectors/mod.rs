@@ -64,6 +64,8 @@ pub struct Turn<'a> {
     pub msg: &'a Message,
     /// Character shingles of the body (for similarity).
     pub shingles: Vec<u64>,
+    /// Characters of the trimmed body (counted once: similarity compares many pairs).
+    pub chars: usize,
 }
 
 /// One speaker's generated turns, with the whole conversation for context.
@@ -124,6 +126,7 @@ impl<'a> SpeakerView<'a> {
                         body: b,
                         msg: m,
                         shingles: shingles(b, SHINGLE),
+                        chars: b.trim().chars().count(),
                     });
                 }
             }
@@ -180,8 +183,8 @@ pub fn similarity(a: &Turn<'_>, b: &Turn<'_>) -> f64 {
     if ta.is_empty() || tb.is_empty() {
         return 0.0;
     }
-    let (short, long) = if ta.chars().count() <= tb.chars().count() { (ta, tb) } else { (tb, ta) };
-    if short.chars().count() < SHINGLE {
+    let (short, long, short_chars) = if a.chars <= b.chars { (ta, tb, a.chars) } else { (tb, ta, b.chars) };
+    if short_chars < SHINGLE {
         return if long.to_lowercase().contains(&short.to_lowercase()) { 1.0 } else { 0.0 };
     }
     overlap(&a.shingles, &b.shingles, 1)
