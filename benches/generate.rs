@@ -96,8 +96,12 @@ fn raw(path: &Path, prompt: &str) -> (f64, f64, usize) {
 
 /// parrot's backend on the same prompt, greedy, penalties off, no stop strings.
 fn parrot_role(path: &Path, prompt: &str) -> (f64, f64, u32) {
-    let opts =
-        LoadOptions { n_ctx: Some(N_CTX), default_ctx: N_CTX, threads: Some(threads() as u32), ..LoadOptions::default() };
+    let opts = LoadOptions {
+        n_ctx: Some(N_CTX),
+        default_ctx: N_CTX,
+        threads: Some(threads() as u32),
+        ..LoadOptions::default()
+    };
     let mut role = LlamaRole::load(path, &opts).unwrap();
     let sampler = SamplerConfig { temperature: 0.0, ..SamplerConfig::default() };
     let cancel = AtomicBool::new(false);
