@@ -181,9 +181,15 @@ impl LlamaRole {
         );
         let total = n_ctx.checked_mul(n_seq).ok_or_else(|| anyhow!("n_ctx × --parallel is too large"))?;
         let n_ctx_nz = NonZeroU32::new(total).ok_or_else(|| anyhow!("n_ctx must be at least 1"))?;
+        // Several sequences on a GPU share one unified KV cache. With a cache per sequence, llama.cpp cuts a batch
+        // into one micro-batch per run of consecutive sequence ids, and on a GPU each micro-batch pays the kernel
+        // launches again: measured on an H100, `--parallel 8` was then no faster than one conversation at a time.
+        // On a CPU, separate caches keep each token's attention to its own conversation, which is what costs there.
+        let on_gpu = cfg!(any(feature = "cuda", feature = "vulkan", feature = "metal")) && opts.gpu_layers != Some(0);
         let params = LlamaContextParams::default()
             .with_n_ctx(Some(n_ctx_nz))
             .with_n_seq_max(n_seq)
+            .with_kv_unified(on_gpu && n_seq > 1)
             .with_n_batch(N_BATCH)
             .with_n_ubatch(N_BATCH)
             .with_n_threads(threads)
