@@ -41,9 +41,15 @@ fn cuda_shared_cublas() {
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() || dir.is_empty() {
         return;
     }
-    for arg in ["-L", "-Wl,--no-as-needed", "-lcublas", "-lcublasLt", "-Wl,--as-needed"] {
-        let arg = if arg == "-L" { format!("-L{dir}") } else { arg.to_string() };
+    let args = [
+        format!("-L{dir}"),
+        "-Wl,--no-as-needed".into(),
+        "-lcublas".into(),
+        "-lcublasLt".into(),
+        "-Wl,--as-needed".into(),
+        format!("-Wl,-rpath,$ORIGIN:{dir}"),
+    ];
+    for arg in args {
         println!("cargo:rustc-link-arg={arg}");
     }
-    println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN:{dir}");
 }

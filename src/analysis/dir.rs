@@ -227,6 +227,16 @@ impl Group {
         out.summary = DirSummary::of(&out.conversations, out.errors.len());
         out
     }
+
+    /// Saves `analysis` as the folder's `analysis.json` when the whole folder was analyzed; returns the warning
+    /// to print when that fails.
+    #[must_use]
+    pub fn save_beside(&self, analysis: &DirAnalysis) -> Option<String> {
+        if !self.whole_folder {
+            return None;
+        }
+        save(&self.dir, analysis).err().map(|e| format!("{}: could not save the analysis: {e:#}", self.label))
+    }
 }
 
 /// Files that parrot itself writes into run folders beside the transcripts: never transcripts.
@@ -393,10 +403,8 @@ pub fn analyze_paths_with(paths: &[PathBuf], options: &AnalyzeOptions) -> (Vec<D
             continue;
         }
         let d = g.analysis(results, options.forced);
-        if options.save && g.whole_folder {
-            if let Err(e) = save(&g.dir, &d) {
-                warnings.push(format!("{}: could not save the analysis: {e:#}", g.label));
-            }
+        if options.save {
+            warnings.extend(g.save_beside(&d));
         }
         out.push(d);
     }

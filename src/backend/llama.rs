@@ -74,6 +74,9 @@ pub struct LoadOptions {
     pub n_seq: u32,
 }
 
+/// True when llama.cpp was built with a GPU backend (then every layer is offloaded unless `--gpu-layers` says less).
+const GPU_BUILD: bool = cfg!(any(feature = "cuda", feature = "vulkan", feature = "metal"));
+
 fn load_model(path: &Path, gpu_layers: Option<u32>, verbose: u8) -> Result<&'static LlamaModel> {
     let backend = backend(verbose)?;
     let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
@@ -82,7 +85,7 @@ fn load_model(path: &Path, gpu_layers: Option<u32>, verbose: u8) -> Result<&'sta
     if let Some(m) = models.get(&key) {
         return Ok(m);
     }
-    let default_layers = if cfg!(any(feature = "cuda", feature = "vulkan", feature = "metal")) { 999 } else { 0 };
+    let default_layers = if GPU_BUILD { 999 } else { 0 };
     let params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers.unwrap_or(default_layers));
     let model = LlamaModel::load_from_file(backend, &key, &params).map_err(|e| {
         anyhow!("llama.cpp could not load model '{}' ({e}); run with -vv to see llama.cpp's reason", path.display())
@@ -185,7 +188,7 @@ impl LlamaRole {
         // into one micro-batch per run of consecutive sequence ids, and on a GPU each micro-batch pays the kernel
         // launches again: measured on an H100, `--parallel 8` was then no faster than one conversation at a time.
         // On a CPU, separate caches keep each token's attention to its own conversation, which is what costs there.
-        let on_gpu = cfg!(any(feature = "cuda", feature = "vulkan", feature = "metal")) && opts.gpu_layers != Some(0);
+        let on_gpu = GPU_BUILD && opts.gpu_layers != Some(0);
         let params = LlamaContextParams::default()
             .with_n_ctx(Some(n_ctx_nz))
             .with_n_seq_max(n_seq)

@@ -148,12 +148,13 @@ fn write_pages(out: &Path, pages: &[(String, String)]) -> Result<()> {
     })
 }
 
-/// What reading one transcript file gave: its conversations and header facts, or why it could not be read.
-type ReadResult = Result<(Vec<Conversation>, Facts), String>;
+/// What one transcript file gave: its conversations, analyzed, or the one-line reason it could not be read.
+type ItemsResult = Result<Vec<Item>, String>;
 
 /// Reads the run sets: one per folder (or sub-folder) holding transcripts, as `parrot analyze` groups them.
-/// A folder whose saved analysis is fresh reuses it; the others are read and analyzed in parallel across all
-/// their files, and their analysis is saved beside them when `save` (failures to save become warnings).
+/// A folder whose saved analysis is fresh reuses it; the files of the others are read and analyzed in one
+/// parallel pass over all of them, and each such folder's analysis is saved beside it when `save` (failures to
+/// save become warnings).
 fn read_run_sets(paths: &[PathBuf], save: bool) -> (Vec<RunSet>, Vec<String>) {
     // Each argument on its own: a missing path or a lone file is a run set of its own, in the order given.
     let mut groups = Vec::new();
@@ -179,20 +180,10 @@ fn read_run_sets(paths: &[PathBuf], save: bool) -> (Vec<RunSet>, Vec<String>) {
         .filter(|(i, _)| fresh[*i].is_none())
         .flat_map(|(i, g)| g.files.iter().map(move |f| (i, f)))
         .collect();
-    let read: Vec<(usize, &PathBuf, ReadResult)> = jobs
-        .par_iter()
-        .map(|&(i, path)| {
-            let result = formats::read_path_all(path, None)
-                .map(|conversations| {
-                    let facts = header_facts(path, &conversations);
-                    (conversations, facts)
-                })
-                .map_err(|e| format!("{e:#}"));
-            (i, path, result)
-        })
-        .collect();
-    let mut per_group: Vec<Vec<(&PathBuf, ReadResult)>> = groups.iter().map(|_| Vec::new()).collect();
-    for (i, path, result) in read {
+    let analyzed: Vec<(usize, &PathBuf, ItemsResult)> =
+        jobs.par_iter().map(|&(i, path)| (i, path, read_and_analyze(path))).collect();
+    let mut per_group: Vec<Vec<(&PathBuf, ItemsResult)>> = groups.iter().map(|_| Vec::new()).collect();
+    for (i, path, result) in analyzed {
         per_group[i].push((path, result));
     }
     let mut warnings = Vec::new();
@@ -202,40 +193,22 @@ fn read_run_sets(paths: &[PathBuf], save: bool) -> (Vec<RunSet>, Vec<String>) {
             sets.push(from_saved(group.label.clone(), analysis));
             continue;
         }
-        let analyzed: Vec<(&PathBuf, Result<Vec<Item>, String>)> = files
-            .into_par_iter()
-            .map(|(path, result)| {
-                let items = result.map(|(conversations, facts)| {
-                    conversations
-                        .into_iter()
-                        .map(|conversation| Item {
-                            analysis: crate::analysis::analyze(&conversation),
-                            conversation: Some(conversation),
-                            extra_facts: facts.clone(),
-                        })
-                        .collect()
-                });
-                (path, items)
-            })
-            .collect();
-        if save && group.whole_folder {
-            let results = analyzed.iter().map(|(path, items)| {
+        if save {
+            let results = files.iter().map(|(path, items)| {
                 let analyses = items
                     .as_ref()
                     .map(|items| items.iter().map(|item| item.analysis.clone()).collect())
                     .map_err(Clone::clone);
                 (path.as_path(), analyses)
             });
-            if let Err(e) = saved::save(&group.dir, &group.analysis(results, None)) {
-                warnings.push(format!("{}: could not save the analysis: {e:#}", group.label));
-            }
+            warnings.extend(group.save_beside(&group.analysis(results, None)));
         }
         let mut set = RunSet {
             dir: group.label.clone(),
             items: Vec::new(),
             problems: group.errors.iter().map(|e| Problem { path: e.path.clone(), error: e.error.clone() }).collect(),
         };
-        for (path, result) in analyzed {
+        for (path, result) in files {
             match result {
                 Ok(items) => set.items.extend(items),
                 Err(error) => set.problems.push(Problem { path: path.display().to_string(), error }),
@@ -244,6 +217,21 @@ fn read_run_sets(paths: &[PathBuf], save: bool) -> (Vec<RunSet>, Vec<String>) {
         sets.push(set);
     }
     (sets, warnings)
+}
+
+/// Reads one transcript file and analyzes each of its conversations, keeping the text for the page; the
+/// one-line reason when the file cannot be read.
+fn read_and_analyze(path: &Path) -> ItemsResult {
+    let conversations = formats::read_path_all(path, None).map_err(|e| format!("{e:#}"))?;
+    let facts = header_facts(path, &conversations);
+    Ok(conversations
+        .into_iter()
+        .map(|conversation| Item {
+            analysis: crate::analysis::analyze(&conversation),
+            conversation: Some(conversation),
+            extra_facts: facts.clone(),
+        })
+        .collect())
 }
 
 /// Facts a parrot header records but [`Conversation`] does not: the backends.
