@@ -2,8 +2,10 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use parrot::transcript::{read_transcript_file, Speaker, StopReason, Transcript, TurnRecord};
 
 /// The `parrot` binary built for these tests.
 pub fn parrot() -> Command {
@@ -182,5 +184,38 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// Transcript `i` of a run folder.
+pub fn transcript(out: &Path, i: u32) -> Transcript {
+    read_transcript_file(&out.join(format!("conversation-{i:03}.jsonl"))).unwrap()
+}
+
+/// The generated turns of a transcript (opening messages left out).
+pub fn generated(t: &Transcript) -> Vec<&TurnRecord> {
+    t.turns.iter().filter(|t| !t.opening).collect()
+}
+
+/// The generated turns of a date-scenario run: several, alternating assistant (`Skye:`) and user (`Mark: "`),
+/// each ended before any `\n` (the stop string), none over its limit, and a `max_tokens` stop using the whole
+/// limit. With `early_stops_below_limit`, an EOS or stop-string turn must also end strictly under its limit (the
+/// in-process backend counts exactly; a server may report its stop on the last allowed token).
+pub fn assert_date_turns(turns: &[&TurnRecord], early_stops_below_limit: bool) {
+    assert!(turns.len() >= 4, "expected several turns, got {}", turns.len());
+    for (i, turn) in turns.iter().enumerate() {
+        let (speaker, prefix) = if i % 2 == 0 { (Speaker::Assistant, "Skye:") } else { (Speaker::User, "Mark: \"") };
+        assert_eq!(turn.speaker, speaker, "turn {i}");
+        assert!(turn.text.starts_with(prefix), "turn {i}: {:?}", turn.text);
+        assert!(!turn.text.contains('\n'), "the stop string \\n must end the turn: {:?}", turn.text);
+        let limit = turn.max_tokens.unwrap();
+        assert!(turn.tokens <= limit, "turn {i}");
+        match turn.stop_reason.unwrap() {
+            StopReason::MaxTokens => assert_eq!(turn.tokens, limit, "turn {i}"),
+            StopReason::Eos | StopReason::StopString => {
+                assert!(!early_stops_below_limit || turn.tokens < limit || limit == 0, "turn {i}");
+            }
+            other => panic!("unexpected stop reason {other:?}"),
+        }
     }
 }

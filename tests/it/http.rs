@@ -14,10 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use parrot::transcript::{read_transcript_file, EndReason, Speaker, StopReason, Transcript, TurnRecord};
+use parrot::transcript::{EndReason, Speaker, StopReason};
 use serde_json::{json, Value};
 
-use crate::common::{parrot, root, stderr, stdout};
+use crate::common::{assert_date_turns, generated, parrot, root, stderr, stdout, transcript};
 
 // ---------------------------------------------------------------------------------------------------------------
 // A tiny HTTP/1.1 server on loopback.
@@ -343,18 +343,17 @@ fn wait_bounded(mut child: Child, limit: Duration) -> Output {
     }
 }
 
-fn transcript(out: &Path, i: u32) -> Transcript {
-    read_transcript_file(&out.join(format!("conversation-{i:03}.jsonl"))).unwrap()
-}
-
-fn generated(t: &Transcript) -> Vec<&TurnRecord> {
-    t.turns.iter().filter(|t| !t.opening).collect()
-}
-
 fn llama_flags(url: &str) -> Vec<String> {
     ["--backend", "http", "--flavor", "llama-server", "--url", url, "--api-key-env", "PARROT_TEST_KEY"]
         .map(String::from)
         .to_vec()
+}
+
+/// The koboldcpp flavor, with the chatml template named for both roles.
+fn kobold_flags(url: &str) -> Vec<String> {
+    let flags = ["--backend", "http", "--flavor", "koboldcpp", "--url", url];
+    let templates = ["--assistant-template", "chatml", "--user-template", "chatml"];
+    flags.iter().chain(&templates).map(|s| (*s).to_string()).collect()
 }
 
 fn args<'a>(v: &'a [String], more: &[&'a str]) -> Vec<&'a str> {
@@ -565,28 +564,9 @@ fn connection_refused_at_start_is_one_line_naming_the_url() {
 #[test]
 fn the_koboldcpp_flavor_recovers_a_stop_string_reported_as_length() {
     let server = FakeServer::start(koboldcpp_reply);
-    let url = server.url();
     let dir = tempfile::tempdir().unwrap();
-    let o = run_http(
-        dir.path(),
-        &[
-            "--quiet",
-            "--backend",
-            "http",
-            "--flavor",
-            "koboldcpp",
-            "--url",
-            url.as_str(),
-            "--assistant-template",
-            "chatml",
-            "--user-template",
-            "chatml",
-            "--total-tokens",
-            "30",
-            "--turn-max-tokens",
-            "5",
-        ],
-    );
+    let flags = kobold_flags(&server.url());
+    let o = run_http(dir.path(), &args(&flags, &["--quiet", "--total-tokens", "30", "--turn-max-tokens", "5"]));
     assert!(o.status.success(), "{}", stderr(&o));
     let t = transcript(dir.path(), 0);
     assert_eq!(t.header.backend, "http:koboldcpp");
@@ -612,26 +592,9 @@ fn the_koboldcpp_flavor_recovers_a_stop_string_reported_as_length() {
 #[test]
 fn a_setting_koboldcpp_cannot_honour_is_an_error() {
     let server = FakeServer::start(koboldcpp_reply);
-    let url = server.url();
     let dir = tempfile::tempdir().unwrap();
-    let o = run_http(
-        dir.path(),
-        &[
-            "--quiet",
-            "--backend",
-            "http",
-            "--flavor",
-            "koboldcpp",
-            "--url",
-            url.as_str(),
-            "--assistant-template",
-            "chatml",
-            "--user-template",
-            "chatml",
-            "--set",
-            "sampler.frequency_penalty=0.5",
-        ],
-    );
+    let flags = kobold_flags(&server.url());
+    let o = run_http(dir.path(), &args(&flags, &["--quiet", "--set", "sampler.frequency_penalty=0.5"]));
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("frequency_penalty"), "{}", stderr(&o));
     assert!(server.requests("/api/extra/generate/stream").is_empty());
@@ -787,21 +750,8 @@ fn a_whole_conversation_through_a_real_openai_compatible_server() {
     assert_eq!(t.header.assistant_model.chat_template_source, "templates/gemma.jinja");
     assert_eq!(t.header.user_model.chat_template_source, "gguf");
     let turns = generated(&t);
-    assert!(turns.len() >= 4, "expected several turns, got {}", turns.len());
-    for (i, turn) in turns.iter().enumerate() {
-        let (speaker, prefix) = if i % 2 == 0 { (Speaker::Assistant, "Skye:") } else { (Speaker::User, "Mark: \"") };
-        assert_eq!(turn.speaker, speaker, "turn {i}");
-        assert!(turn.text.starts_with(prefix), "turn {i}: {:?}", turn.text);
-        assert!(!turn.text.contains('\n'), "the stop string ends the turn: {:?}", turn.text);
-        assert!(turn.prompt_tokens > 0);
-        let limit = turn.max_tokens.unwrap();
-        assert!(turn.tokens <= limit, "turn {i}");
-        match turn.stop_reason.unwrap() {
-            StopReason::MaxTokens => assert_eq!(turn.tokens, limit, "turn {i}"),
-            StopReason::Eos | StopReason::StopString => assert!(turn.tokens <= limit, "turn {i}"),
-            other => panic!("unexpected stop reason {other:?}"),
-        }
-    }
+    assert_date_turns(&turns, false);
+    assert!(turns.iter().all(|turn| turn.prompt_tokens > 0));
     // The assistant's prompt grows by what was said: the engine's counts are consistent turn to turn.
     let assistant: Vec<_> = turns.iter().filter(|t| t.speaker == Speaker::Assistant).collect();
     assert!(assistant.windows(2).all(|w| w[1].prompt_tokens > w[0].prompt_tokens));

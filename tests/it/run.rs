@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use parrot::transcript::{read_transcript_file, EndReason, Speaker, StopReason, Transcript};
+use parrot::transcript::{read_transcript_file, EndReason, Speaker, StopReason};
 
-use crate::common::{root, run, stderr};
+use crate::common::{assert_date_turns, generated, root, run, stderr, transcript};
 
 fn models_dir() -> PathBuf {
     std::env::var_os("PARROT_TEST_MODELS").map_or_else(|| root().join(".models"), PathBuf::from)
@@ -48,14 +48,6 @@ fn parrot_run(out: &Path, extra: &[&str]) -> Output {
     run(&args)
 }
 
-fn transcript(out: &Path, i: u32) -> Transcript {
-    read_transcript_file(&out.join(format!("conversation-{i:03}.jsonl"))).unwrap()
-}
-
-fn generated(t: &Transcript) -> Vec<&parrot::transcript::TurnRecord> {
-    t.turns.iter().filter(|t| !t.opening).collect()
-}
-
 #[test]
 fn original_config_runs_unchanged_and_turns_alternate_with_prefixes_within_budget() {
     let dir = tempfile::tempdir().unwrap();
@@ -72,20 +64,7 @@ fn original_config_runs_unchanged_and_turns_alternate_with_prefixes_within_budge
     assert_eq!(t.header.seed, 42);
     assert_eq!(t.turns.iter().filter(|t| t.opening).count(), 3);
     let turns = generated(&t);
-    assert!(turns.len() >= 4, "expected several turns, got {}", turns.len());
-    for (i, turn) in turns.iter().enumerate() {
-        let (speaker, prefix) = if i % 2 == 0 { (Speaker::Assistant, "Skye:") } else { (Speaker::User, "Mark: \"") };
-        assert_eq!(turn.speaker, speaker, "turn {i}");
-        assert!(turn.text.starts_with(prefix), "turn {i}: {:?}", turn.text);
-        assert!(!turn.text.contains('\n'), "the stop string \\n must end the turn: {:?}", turn.text);
-        let limit = turn.max_tokens.unwrap();
-        assert!(turn.tokens <= limit);
-        match turn.stop_reason.unwrap() {
-            StopReason::MaxTokens => assert_eq!(turn.tokens, limit, "turn {i}"),
-            StopReason::Eos | StopReason::StopString => assert!(turn.tokens < limit || limit == 0, "turn {i}"),
-            other => panic!("unexpected stop reason {other:?}"),
-        }
-    }
+    assert_date_turns(&turns, true);
     let summary = t.summary.as_ref().unwrap();
     assert_eq!(summary.stop_reason, EndReason::Budget);
     let total: u64 = turns.iter().map(|t| u64::from(t.tokens)).sum();
