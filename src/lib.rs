@@ -23,6 +23,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod conversation;
+pub mod durable;
 pub mod gguf;
 pub mod models;
 pub mod output;
