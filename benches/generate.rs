@@ -41,7 +41,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// A prompt of about 500 tokens: the date scenario's system prompt, repeated.
 fn prompt_text() -> String {
-    let config = Config::from_str(parrot::commands::run::DEFAULT_CONFIG, Syntax::Toml, "date.toml").unwrap();
+    let config = Config::from_str(parrot::settings::DEFAULT_CONFIG, Syntax::Toml, "date.toml").unwrap();
     let base = &config.conversation[0].content;
     let mut text = String::new();
     while text.len() < 2400 {
@@ -251,7 +251,7 @@ fn main() {
     }
     println!("peak RSS after the P=8 runs: {:.0} MiB", peak_rss_mib());
 
-    let mut config = Config::from_str(parrot::commands::run::DEFAULT_CONFIG, Syntax::Toml, "date.toml").unwrap();
+    let mut config = Config::from_str(parrot::settings::DEFAULT_CONFIG, Syntax::Toml, "date.toml").unwrap();
     config.total_tokens = 1024;
     config.turn_max_tokens = 128;
     let opts = |ctx| LoadOptions {

@@ -14,7 +14,10 @@
 //! * [`backend`] holds the engines: in-process llama.cpp (feature `llama`) and the HTTP adapters.
 //! * [`transcript`] is the JSONL format everything downstream reads.
 //! * [`analysis`] finds loops and breaks; `report` renders them.
-//! * [`commands`] are the I/O shells around that core; [`output`] alone decides colors, progress and quiet mode.
+//! * [`cli`] declares the flags; [`settings`] resolves them with the config file into validated settings (no clap
+//!   type goes further); [`runner`] runs a set of conversations into a run folder, on whichever backends the
+//!   settings name, and owns the folder's guarantees (lock, durable writes, resume).
+//! * [`commands`] are thin shells: parse → call → print; [`output`] alone decides colors, progress and quiet mode.
 
 pub mod analysis;
 pub mod backend;
@@ -28,6 +31,8 @@ pub mod gguf;
 pub mod models;
 pub mod output;
 pub mod report;
+pub mod runner;
+pub mod settings;
 pub mod transcript;
 
 /// Version string with git commit and enabled features, embedded by `build.rs`.

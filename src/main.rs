@@ -10,8 +10,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     parrot::output::init_logging(cli.global.verbose);
     let result = match cli.command {
-        Command::Run(args) => commands::run::run(&cli.global, *args),
-        Command::Sweep(args) => commands::sweep::run(&cli.global, *args),
+        Command::Run(args) => commands::run::run(&cli.global, &args),
+        Command::Sweep(args) => commands::sweep::run(&cli.global, &args),
         Command::Analyze(args) => commands::analyze::run(&cli.global, args),
         Command::Report(args) => commands::report::run(&cli.global, args),
         Command::Models(args) => commands::models::run(&cli.global, args),

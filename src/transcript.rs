@@ -336,14 +336,16 @@ pub fn read_transcript_file(path: &Path) -> Result<Transcript> {
     read_transcript(file, &path.display().to_string())
 }
 
-/// Appends records to a transcript file, flushing after every record so that the file is valid at all times.
+/// Appends records to a transcript file, flushing after every record so that the file is valid at all times, and
+/// (unless switched off) fsyncing it so that every complete turn is on disk before the next one begins.
 pub struct TranscriptWriter {
     path: PathBuf,
     out: BufWriter<File>,
+    sync: bool,
 }
 
 impl TranscriptWriter {
-    /// Creates (truncates) `path` and writes the header.
+    /// Creates (truncates) `path` and writes the header, fsynced (file and folder) before it returns.
     ///
     /// # Errors
     /// When the file cannot be created or written.
@@ -351,27 +353,46 @@ impl TranscriptWriter {
         let file = File::create(path).with_context(|| {
             format!("could not create transcript '{}': check that the output folder is writable", path.display())
         })?;
-        let mut w = TranscriptWriter { path: path.to_path_buf(), out: BufWriter::new(file) };
+        let mut w = TranscriptWriter { path: path.to_path_buf(), out: BufWriter::new(file), sync: true };
         w.write(&Record::Header(Box::new(header.clone())))?;
+        crate::durable::sync_dir(path.parent().unwrap_or(Path::new(".")));
         Ok(w)
     }
 
-    /// Replaces `path` with a transcript holding `header` and `turns` (for resuming), atomically: the new file is
-    /// written beside it and renamed over it, so a crash at any point leaves either the old or the new file.
+    /// Reopens the transcript `old` was read from, to continue it: the file keeps its header and complete turn
+    /// lines byte for byte, and loses its summary (an `interrupted` or `error` one) and any torn last line. When
+    /// there is nothing to drop the file is only opened for appending; otherwise the kept bytes are written beside
+    /// it, fsynced and renamed over it, so a crash at any point leaves either the old or the new file.
     ///
     /// # Errors
-    /// When the files cannot be written or renamed.
-    pub fn rewrite(path: &Path, header: &Header, turns: &[TurnRecord]) -> Result<Self> {
-        let mut tmp_name = path.as_os_str().to_owned();
-        tmp_name.push(".partial");
-        let tmp = PathBuf::from(tmp_name);
-        let mut w = TranscriptWriter::create(&tmp, header)?;
-        for t in turns {
-            w.write(&Record::Turn(t.clone()))?;
+    /// When the file cannot be read, written or renamed.
+    pub fn resume(path: &Path, old: &Transcript) -> Result<Self> {
+        let bytes = std::fs::read(path).with_context(|| format!("could not read transcript '{}'", path.display()))?;
+        let keep = complete_prefix(&bytes, 1 + old.turns.len());
+        let file = if keep == bytes.len() && bytes.ends_with(b"\n") {
+            std::fs::OpenOptions::new().append(true).open(path)
+        } else {
+            let tmp = crate::durable::partial_path(path);
+            let mut kept = bytes[..keep].to_vec();
+            if !kept.ends_with(b"\n") {
+                kept.push(b'\n');
+            }
+            let mut f = File::create(&tmp).with_context(|| format!("could not create '{}'", tmp.display()))?;
+            f.write_all(&kept)
+                .and_then(|()| f.sync_all())
+                .with_context(|| format!("could not write '{}'", tmp.display()))?;
+            crate::durable::commit_rename(&tmp, path)?;
+            Ok(f)
         }
-        std::fs::rename(&tmp, path).with_context(|| format!("could not replace '{}'", path.display()))?;
-        w.path = path.to_path_buf();
-        Ok(w)
+        .with_context(|| format!("could not open transcript '{}' to continue it", path.display()))?;
+        Ok(TranscriptWriter { path: path.to_path_buf(), out: BufWriter::new(file), sync: true })
+    }
+
+    /// Whether every record is fsynced (the default). Off only to measure what durability costs.
+    #[must_use]
+    pub fn with_sync(mut self, sync: bool) -> Self {
+        self.sync = sync;
+        self
     }
 
     /// Writes one record as one line and flushes it to the operating system.
@@ -384,6 +405,7 @@ impl TranscriptWriter {
         self.out
             .write_all(&line)
             .and_then(|()| self.out.flush())
+            .and_then(|()| if self.sync { self.out.get_ref().sync_data() } else { Ok(()) })
             .with_context(|| format!("could not write to transcript '{}'", self.path.display()))
     }
 
@@ -392,6 +414,21 @@ impl TranscriptWriter {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// The length of the first `lines` non-blank lines of `bytes`, newlines included (blank lines are skipped by the
+/// reader, so they are counted through but not as lines).
+fn complete_prefix(bytes: &[u8], lines: usize) -> usize {
+    let mut seen = 0;
+    let mut at = 0;
+    while seen < lines && at < bytes.len() {
+        let end = bytes[at..].iter().position(|&b| b == b'\n').map_or(bytes.len(), |i| at + i + 1);
+        if !bytes[at..end].iter().all(u8::is_ascii_whitespace) {
+            seen += 1;
+        }
+        at = end;
+    }
+    at
 }
 
 #[cfg(test)]
@@ -455,6 +492,44 @@ mod tests {
         assert_eq!(t.header, header());
         assert!(t.torn_tail.is_some());
         assert!(!t.is_finished());
+    }
+
+    #[test]
+    fn resume_keeps_complete_lines_byte_for_byte_and_drops_summary_and_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jsonl");
+        let mut w = TranscriptWriter::create(&path, &header()).unwrap();
+        w.write(&Record::Turn(turn(0))).unwrap();
+        drop(w);
+        let kept = std::fs::read(&path).unwrap();
+        // An `error` summary, then a torn line: both go, the first two lines stay exactly as they were.
+        let mut w = TranscriptWriter::resume(&path, &read_transcript_file(&path).unwrap()).unwrap();
+        let totals = SpeakerTotals::default();
+        let summary = Summary {
+            stop_reason: EndReason::Error,
+            error: Some("server hiccup".into()),
+            messages: 1,
+            total_tokens: 2,
+            wall_ms: 1.0,
+            assistant: totals,
+            user: totals,
+        };
+        w.write(&Record::Summary(summary)).unwrap();
+        drop(w);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(b"{\"type\":\"tu");
+        std::fs::write(&path, &bytes).unwrap();
+        let old = read_transcript_file(&path).unwrap();
+        assert_eq!(old.summary.as_ref().map(|s| s.stop_reason), Some(EndReason::Error), "{:?}", old.summary);
+        let mut w = TranscriptWriter::resume(&path, &old).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), kept);
+        w.write(&Record::Turn(turn(1))).unwrap();
+        drop(w);
+        let t = read_transcript_file(&path).unwrap();
+        assert_eq!(t.turns.len(), 2);
+        assert!(t.summary.is_none());
+        assert!(std::fs::read(&path).unwrap().starts_with(&kept));
+        assert!(!crate::durable::partial_path(&path).exists());
     }
 
     #[test]

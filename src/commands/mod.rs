@@ -1,5 +1,5 @@
-//! The I/O shells around the pure core: one module per subcommand. Only these (and `output`) touch files,
-//! sockets and the terminal.
+//! The subcommands, each a thin shell: parse (the flags come from [`crate::cli`]) → call the part of the tree that
+//! does the work (`settings` + `runner`, `analysis`, `report`, `models`) → print and pick the exit code.
 
 use std::process::ExitCode;
 
@@ -7,11 +7,9 @@ use anyhow::Result;
 use clap::CommandFactory;
 
 pub mod analyze;
-pub mod engines;
 pub mod models;
 pub mod report;
 pub mod run;
-pub mod session;
 pub mod sweep;
 
 /// Writes a completion script for `shell` to stdout.

@@ -7,9 +7,15 @@ use std::process::{Command, Output};
 
 use parrot::transcript::{read_transcript_file, Speaker, StopReason, Transcript, TurnRecord};
 
-/// The `parrot` binary built for these tests.
+/// The `parrot` binary under test: the one built for these tests, or `$PARROT_TEST_BIN` (to run the tests against
+/// another build, e.g. to show that a new test fails on the code before a fix).
+pub fn parrot_bin() -> PathBuf {
+    std::env::var_os("PARROT_TEST_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_parrot")), PathBuf::from)
+}
+
+/// A command running the `parrot` binary under test.
 pub fn parrot() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_parrot"))
+    Command::new(parrot_bin())
 }
 
 /// Runs `parrot` with `args` and returns its output.

@@ -1,9 +1,14 @@
-//! The command line, declared with clap derive. Each subcommand's arguments live beside the command that runs
-//! them (`commands::*`); this file only assembles them. Doc comments here are the `--help` text.
+//! The command line, declared with clap derive: every subcommand's flags, and nothing that acts on them. Stage one
+//! of two: flags are only checked here (types, ranges); [`crate::settings`] resolves them with the config file
+//! into validated settings, and no clap type travels past it. `commands` imports from here, never the reverse.
+//! Doc comments here are the `--help` text.
+
+mod run;
+pub use run::{BackendArgs, BackendKind, RunArgs, SweepArgs};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::commands::{analyze::AnalyzeArgs, models::ModelsArgs, report::ReportArgs, run::RunArgs, sweep::SweepArgs};
+use crate::commands::{analyze::AnalyzeArgs, models::ModelsArgs, report::ReportArgs};
 
 /// Make two LLMs talk to each other for hundreds of turns, then measure how and when the conversation breaks down.
 #[derive(Debug, Parser)]

@@ -1,0 +1,323 @@
+//! The run folder: what is in it and who may write it.
+//!
+//! * `DIR/.parrot.lock` — an exclusive OS advisory lock ([`FolderLock`]) held for the life of the process that
+//!   writes the folder; the kernel drops it when the process dies, however it dies. It holds the writer's process
+//!   id so that a second writer's error can name it. `analyze` and `report` never take it.
+//! * `DIR/run.json` (`sweep.json` at a sweep's root) — the command `--resume` reruns (the original one, never a
+//!   `--resume`), the folder it ran in, the resolved config, and a `history` of every start and resume
+//!   ([`write_record`]); replaced atomically.
+//! * `DIR/conversation-NNN.jsonl` — one transcript per conversation, handed out by the [`Queue`] one at a time as
+//!   the scheduler is ready for it, so no more than `--parallel` (+ a few) are open whatever `-n` is. A finished
+//!   transcript is never opened for writing again; one that was interrupted, torn or ended in `error` continues
+//!   from its last complete turn.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Map, Value};
+
+use super::sink::{cancel_flag, ConsoleSink, PromptLog};
+use super::Job;
+use crate::backend::Backend;
+use crate::settings::{Console, Invocation, Settings};
+use crate::transcript::{
+    read_transcript_file, EndReason, Header, TranscriptWriter, TurnRecord, FORMAT_NAME, FORMAT_VERSION,
+};
+
+/// File name of conversation `i`.
+#[must_use]
+pub fn transcript_name(i: u32) -> String {
+    format!("conversation-{i:03}.jsonl")
+}
+
+/// Name of the lock file inside a run or sweep folder.
+pub const LOCK_NAME: &str = ".parrot.lock";
+
+/// The exclusive right to write one folder, for as long as it is held (see the module docs).
+#[derive(Debug)]
+pub struct FolderLock {
+    _file: File,
+}
+
+impl FolderLock {
+    /// Creates `dir` if needed, checks that it is writable, and locks it.
+    ///
+    /// # Errors
+    /// A folder that cannot be created or written, or that another process holds (the message names it).
+    pub fn acquire(dir: &Path) -> Result<Self> {
+        check_out_dir(dir)?;
+        let path = dir.join(LOCK_NAME);
+        let mut file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).with_context(|| {
+                format!("output folder '{}' is not writable: choose another --out folder", dir.display())
+            })?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let pid = holder.lines().next().unwrap_or("").trim();
+                let who =
+                    if pid.is_empty() { "another parrot process".to_string() } else { format!("parrot process {pid}") };
+                bail!(
+                    "'{}' is being written by {who}: wait for it to finish or stop it, or choose another --out folder",
+                    dir.display()
+                );
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("could not lock '{}'", path.display()));
+            }
+        }
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = writeln!(file, "{}", std::process::id());
+        Ok(FolderLock { _file: file })
+    }
+}
+
+/// Makes sure `dir` exists and is writable, before any model is loaded.
+///
+/// # Errors
+/// When it cannot be created or written; the message names the folder and `--out`.
+pub fn check_out_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| {
+        format!("output folder '{}' cannot be created: choose a writable --out folder", dir.display())
+    })?;
+    let probe = dir.join(".parrot-write-test");
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("output folder '{}' is not writable: choose another --out folder", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// Writes `run.json` or `sweep.json` at `path`: `fields`, the command to rerun and its folder, and the history of
+/// every start and resume (an existing record's history is kept and this process appended). Atomic.
+///
+/// # Errors
+/// When the file cannot be written.
+pub fn write_record(path: &Path, fields: Map<String, Value>, invocation: &Invocation) -> Result<()> {
+    let old: Option<Value> = std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok());
+    let mut history =
+        old.as_ref().and_then(|o| o.get("history")).and_then(Value::as_array).cloned().unwrap_or_default();
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    history.push(match &invocation.resumed_by {
+        Some(argv) => json!({"at": at, "resume": true, "command": argv, "parrot_version": crate::LONG_VERSION}),
+        None => json!({"at": at, "command": invocation.command, "parrot_version": crate::LONG_VERSION}),
+    });
+    let mut record = Map::new();
+    record.insert("parrot_version".into(), json!(crate::LONG_VERSION));
+    record.insert("command".into(), json!(invocation.command));
+    record.insert("cwd".into(), json!(invocation.cwd));
+    record.extend(fields);
+    record.insert("history".into(), Value::Array(history));
+    crate::durable::write_atomic(path, &serde_json::to_vec_pretty(&Value::Object(record))?)
+}
+
+/// A conversation ready to run: its transcript is open and its earlier turns (if resumed) are known.
+pub struct OpenConversation {
+    /// Its index in the set.
+    pub index: u32,
+    /// Its seed.
+    pub seed: u32,
+    /// Its transcript.
+    pub path: PathBuf,
+    /// Where its text and records go.
+    pub sink: ConsoleSink,
+    /// Turns already in the transcript (empty for a new one).
+    pub done: Vec<TurnRecord>,
+}
+
+/// The conversations of a job, handed out one at a time and opened only then. Shared by reference between the
+/// HTTP workers' threads.
+pub struct Queue<'a> {
+    job: &'a Job<'a>,
+    settings: &'a Settings,
+    config_json: Value,
+    next: AtomicU32,
+    retried: AtomicU32,
+    prompt_log: Option<PromptLog>,
+}
+
+impl<'a> Queue<'a> {
+    /// The queue of `job`, run with `settings` (its models resolved to files).
+    ///
+    /// # Errors
+    /// When the `--prompt-log` file cannot be opened.
+    pub fn new(job: &'a Job<'a>, settings: &'a Settings, config_json: Value) -> Result<Self> {
+        let prompt_log = match &job.options.prompt_log {
+            Some(p) => Some(Arc::new(Mutex::new(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .with_context(|| format!("could not open --prompt-log file '{}'", p.display()))?,
+            ))),
+            None => None,
+        };
+        Ok(Queue { job, settings, config_json, next: AtomicU32::new(0), retried: AtomicU32::new(0), prompt_log })
+    }
+
+    /// The settings every conversation runs with.
+    #[must_use]
+    pub fn settings(&self) -> &'a Settings {
+        self.settings
+    }
+
+    /// How many conversations the job has (finished ones included).
+    #[must_use]
+    pub fn len(&self) -> u32 {
+        self.job.options.conversations
+    }
+
+    /// Whether the job has no conversations (never: `-n` is at least 1).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The next conversation to run, its transcript opened (created, or continued), for these backends; finished
+    /// ones are skipped. `None` once every conversation was handed out, or after Ctrl-C. `stream`: print its text.
+    ///
+    /// # Errors
+    /// A transcript that cannot be read, created or continued, or that was written with other settings.
+    pub fn next(
+        &self,
+        assistant: &dyn Backend,
+        user: &dyn Backend,
+        console: &Console,
+        stream: bool,
+    ) -> Option<Result<OpenConversation>> {
+        loop {
+            if cancel_flag().load(Ordering::SeqCst) {
+                return None;
+            }
+            let index = self.next.fetch_add(1, Ordering::SeqCst);
+            if index >= self.len() {
+                return None;
+            }
+            match self.open(index, assistant, user, console, stream) {
+                Ok(Some(opened)) => return Some(Ok(opened)),
+                Ok(None) => {}
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    fn open(
+        &self,
+        index: u32,
+        assistant: &dyn Backend,
+        user: &dyn Backend,
+        console: &Console,
+        stream: bool,
+    ) -> Result<Option<OpenConversation>> {
+        let seed = self.settings.seed.wrapping_add(index);
+        let path = self.job.out.join(transcript_name(index));
+        let header = header(&self.config_json, assistant, user, seed, index);
+        let Some((writer, done)) = self.open_transcript(&path, &header)? else {
+            eprintln!("{}: already finished, skipped", path.display());
+            return Ok(None);
+        };
+        let writer = writer.with_sync(self.job.options.fsync);
+        let sink = ConsoleSink::new(writer, self.prompt_log.clone(), index, !stream || console.quiet, console.color);
+        Ok(Some(OpenConversation { index, seed, path, sink, done }))
+    }
+
+    /// Opens one transcript: a new file, or an unfinished one to continue. `None` when it is finished.
+    fn open_transcript(&self, path: &Path, header: &Header) -> Result<Option<(TranscriptWriter, Vec<TurnRecord>)>> {
+        // A file without one complete line was killed while its header was written: nothing in it to keep.
+        let has_header = std::fs::read(path).is_ok_and(|b| b.contains(&b'\n'));
+        if self.job.options.force || !has_header {
+            return Ok(Some((TranscriptWriter::create(path, header)?, Vec::new())));
+        }
+        let old = read_transcript_file(path)
+            .with_context(|| format!("cannot resume '{}': pass --force to start it over", path.display()))?;
+        if old.header.config != header.config
+            || old.header.seed != header.seed
+            || old.header.assistant_model.path != header.assistant_model.path
+            || old.header.user_model.path != header.user_model.path
+        {
+            bail!(
+                "'{}' was written with another config, seed or model: use a new --out folder, or --force to overwrite it",
+                path.display()
+            );
+        }
+        match &old.summary {
+            Some(s) if s.stop_reason == EndReason::Error => {
+                self.retried.fetch_add(1, Ordering::SeqCst);
+                eprintln!(
+                    "{}: ended in error ({}); retrying from its last complete turn",
+                    path.display(),
+                    s.error.as_deref().unwrap_or("no message")
+                );
+            }
+            Some(s) if s.stop_reason != EndReason::Interrupted => return Ok(None),
+            _ => {}
+        }
+        let writer = TranscriptWriter::resume(path, &old)?;
+        Ok(Some((writer, old.turns)))
+    }
+
+    /// Says on stderr how many conversations that had ended in `error` were retried.
+    pub fn report_retried(&self, console: &Console) {
+        let n = self.retried.load(Ordering::SeqCst);
+        if n > 0 && !console.quiet {
+            let s = if n == 1 { "" } else { "s" };
+            eprintln!("{}: retried {n} conversation{s} that had ended in error", self.job.out.display());
+        }
+    }
+}
+
+/// The header of conversation `index` with `config` on these two backends.
+#[must_use]
+pub fn header(config: &Value, assistant: &dyn Backend, user: &dyn Backend, seed: u32, index: u32) -> Header {
+    Header {
+        format: FORMAT_NAME.into(),
+        format_version: FORMAT_VERSION,
+        parrot_version: env!("CARGO_PKG_VERSION").into(),
+        started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        config: config.clone(),
+        assistant_model: assistant.describe(),
+        user_model: user.describe(),
+        backend: assistant.name(),
+        user_backend: user.name(),
+        seed,
+        conversation_index: index,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_on_a_folder_is_refused_naming_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = FolderLock::acquire(dir.path()).unwrap();
+        let e = FolderLock::acquire(dir.path()).unwrap_err().to_string();
+        assert!(e.contains(&dir.path().display().to_string()), "{e}");
+        assert!(e.contains(&format!("process {}", std::process::id())), "{e}");
+        drop(first);
+        FolderLock::acquire(dir.path()).expect("free again once the holder lets go");
+    }
+
+    #[test]
+    fn records_keep_the_original_command_and_append_every_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.json");
+        let start = Invocation { command: vec!["parrot".into(), "run".into()], cwd: None, resumed_by: None };
+        write_record(&path, Map::new(), &start).unwrap();
+        let resume = Invocation { resumed_by: Some(vec!["parrot".into(), "run".into(), "--resume".into()]), ..start };
+        write_record(&path, Map::new(), &resume).unwrap();
+        write_record(&path, Map::new(), &resume).unwrap();
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(v["command"], json!(["parrot", "run"]));
+        let history = v["history"].as_array().unwrap();
+        assert_eq!(history.len(), 3);
+        assert_eq!(history[2]["resume"], json!(true));
+    }
+}

@@ -1,0 +1,504 @@
+//! Stage two of reading the command line: flags ([`crate::cli`]) and the config file become validated settings
+//! ([`RunPlan`], [`SweepPlan`]) that the runner acts on. Like ripgrep's low/high args: everything that can be
+//! checked without side effects is checked here, before a model loads or a file is written, and no clap type goes
+//! past this module. The only I/O is reading the config file (and, for `--resume`, the folder's record).
+//!
+//! Each role's backend is resolved here once, into a [`BackendSpec`]; the runner opens what it names and never
+//! looks at the flags again.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::backend::http::Flavor;
+use crate::cli::{BackendArgs, BackendKind, GlobalArgs, RunArgs, SweepArgs};
+use crate::config::{Config, ModelConfig, SamplerConfig};
+
+pub mod grid;
+
+/// The built-in scenario used when no `--config` is given: the original tool's date role-play.
+pub const DEFAULT_CONFIG: &str = include_str!("../../examples/date.toml");
+
+/// How parrot talks to the terminal, from the global flags.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Console {
+    /// Print no streamed text and no progress.
+    pub quiet: bool,
+    /// Color the streamed text (stdout is a terminal and colors are not switched off).
+    pub color: bool,
+    /// `-v` count.
+    pub verbose: u8,
+}
+
+impl Console {
+    /// The console the global flags ask for.
+    #[must_use]
+    pub fn new(global: &GlobalArgs) -> Self {
+        Console { quiet: global.quiet, color: crate::output::stdout_color(global.no_color), verbose: global.verbose }
+    }
+}
+
+/// The resolved backend of one role.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BackendSpec {
+    /// In-process llama.cpp.
+    Llama,
+    /// An HTTP server.
+    Http {
+        /// Its base URL.
+        url: String,
+        /// Its protocol.
+        flavor: Flavor,
+    },
+}
+
+impl BackendSpec {
+    /// Whether the role runs on an HTTP server.
+    #[must_use]
+    pub fn is_http(&self) -> bool {
+        matches!(self, BackendSpec::Http { .. })
+    }
+}
+
+/// Which role a setting or a backend belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The assistant: the whole conversation in context.
+    Assistant,
+    /// The user: a memory window.
+    User,
+}
+
+impl Role {
+    /// `assistant` or `user`, as flags and config sections name it.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Assistant => "assistant",
+            Role::User => "user",
+        }
+    }
+}
+
+/// One role's model and backend.
+#[derive(Debug, Clone)]
+pub struct RoleSettings {
+    /// Which role.
+    pub role: Role,
+    /// The GGUF file or registry name (resolved to a file by the runner). Required in-process; for an HTTP role
+    /// optional, read for its chat template only.
+    pub model: Option<PathBuf>,
+    /// The backend that runs it.
+    pub backend: BackendSpec,
+}
+
+/// Timeouts, retries and the API key's variable, for HTTP roles.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSettings {
+    /// The environment variable that holds the API key.
+    pub api_key_env: String,
+    /// A stalled stream fails after this long without bytes.
+    pub timeout: Duration,
+    /// Retries of a failed turn.
+    pub retries: u32,
+    /// The first retry's delay.
+    pub backoff: Duration,
+}
+
+/// Settings of one set of conversations: the config with every flag applied, and each role's backend.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The configuration with every flag applied.
+    pub config: Config,
+    /// The assistant's model and backend.
+    pub assistant: RoleSettings,
+    /// The user's model and backend.
+    pub user: RoleSettings,
+    /// HTTP settings (used by HTTP roles only).
+    pub http: HttpSettings,
+    /// Seed of the first conversation.
+    pub seed: u32,
+}
+
+impl Settings {
+    /// The settings of one role.
+    #[must_use]
+    pub fn role(&self, role: Role) -> &RoleSettings {
+        match role {
+            Role::Assistant => &self.assistant,
+            Role::User => &self.user,
+        }
+    }
+
+    /// The config section of one role.
+    #[must_use]
+    pub fn model_config(&self, role: Role) -> &ModelConfig {
+        match role {
+            Role::Assistant => &self.config.assistant,
+            Role::User => &self.config.user,
+        }
+    }
+
+    /// The sampler of one role.
+    #[must_use]
+    pub fn sampler(&self, role: Role) -> &SamplerConfig {
+        match role {
+            Role::Assistant => &self.config.sampler,
+            Role::User => self.config.user_sampler(),
+        }
+    }
+
+    /// The context size an in-process role gets when its config names none: the assistant holds the whole
+    /// conversation (the budget plus a quarter, plus room for the opening prompt), the user only its window.
+    #[must_use]
+    pub fn default_ctx(&self, role: Role) -> u32 {
+        match role {
+            Role::Assistant => u32::try_from(self.config.total_tokens.saturating_mul(5) / 4 + 1024).unwrap_or(u32::MAX),
+            Role::User => 2048,
+        }
+    }
+}
+
+/// How a set of conversations runs, whatever its settings.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// How many conversations (at least 1).
+    pub conversations: u32,
+    /// How many at once (at least 1).
+    pub parallel: u32,
+    /// Overwrite transcripts instead of resuming them.
+    pub force: bool,
+    /// Where to append rendered prompts.
+    pub prompt_log: Option<PathBuf>,
+    /// Fsync every turn (off only for measuring its cost).
+    pub fsync: bool,
+}
+
+/// The command line that started a folder's run, as `run.json` / `sweep.json` record it, and the one now running.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invocation {
+    /// The command `--resume` reruns: the original one, never a `--resume` itself.
+    pub command: Vec<String>,
+    /// The folder it was started in (relative paths in it are relative to this).
+    pub cwd: Option<PathBuf>,
+    /// When this process resumes a run: its own command line, appended to the record's history.
+    pub resumed_by: Option<Vec<String>>,
+}
+
+impl Invocation {
+    /// This process's command line, as a fresh start.
+    #[must_use]
+    pub fn current() -> Self {
+        Invocation { command: std::env::args().collect(), cwd: std::env::current_dir().ok(), resumed_by: None }
+    }
+}
+
+/// A validated `parrot run`.
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    /// The settings of its conversations.
+    pub settings: Settings,
+    /// The output folder.
+    pub out: PathBuf,
+    /// Count, parallelism, force, prompt log.
+    pub options: RunOptions,
+    /// The command line to record.
+    pub invocation: Invocation,
+}
+
+/// One cell of a sweep.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    /// Its folder name inside the sweep's root (unique, at most 255 bytes).
+    pub name: String,
+    /// Its `KEY=VALUE` overrides, in full.
+    pub overrides: Vec<String>,
+    /// Its settings.
+    pub settings: Settings,
+}
+
+/// A validated `parrot sweep`.
+#[derive(Debug, Clone)]
+pub struct SweepPlan {
+    /// The sweep's root folder.
+    pub root: PathBuf,
+    /// The grid's axes.
+    pub axes: Vec<grid::Axis>,
+    /// Every cell, in order (first axis slowest).
+    pub cells: Vec<Cell>,
+    /// Count, parallelism, force, prompt log (per cell).
+    pub options: RunOptions,
+    /// The command line to record.
+    pub invocation: Invocation,
+}
+
+/// What a command line (or a folder's record) asks for.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    /// One run folder.
+    Run(Box<RunPlan>),
+    /// A sweep.
+    Sweep(Box<SweepPlan>),
+}
+
+/// Resolves `parrot run`'s flags. `--resume` is handled by [`resume`].
+///
+/// # Errors
+/// A message naming the file or flag at fault and the fix.
+pub fn run(args: &RunArgs, invocation: Invocation) -> Result<RunPlan> {
+    let out = args.out.clone().ok_or_else(|| anyhow!("--out DIR is required: the folder for the transcripts"))?;
+    let settings = settings(args, &[])?;
+    Ok(RunPlan { settings, out, options: options(args), invocation })
+}
+
+/// Resolves `parrot sweep`'s flags: every cell's settings are checked before anything runs.
+///
+/// # Errors
+/// A bad grid, or a cell whose settings are refused (naming the cell).
+pub fn sweep(args: &SweepArgs, invocation: Invocation) -> Result<SweepPlan> {
+    let root = args.run.out.clone().ok_or_else(|| anyhow!("--out DIR is required: the sweep's root folder"))?;
+    let axes = grid::parse_grid(&args.grid)?;
+    let overrides = grid::expand_grid(&axes);
+    let names = grid::cell_names(&overrides)?;
+    let mut cells = Vec::with_capacity(overrides.len());
+    for (name, overrides) in names.into_iter().zip(overrides) {
+        let settings =
+            settings(&args.run, &overrides).with_context(|| format!("sweep cell {}", overrides.join(", ")))?;
+        cells.push(Cell { name, overrides, settings });
+    }
+    Ok(SweepPlan { root, axes, cells, options: options(&args.run), invocation })
+}
+
+/// Resolves `parrot run --resume DIR`: the command recorded in `DIR/sweep.json` or `DIR/run.json`, from the folder
+/// it was started in (the process moves there, so that its relative paths mean what they meant), never with
+/// `--force`.
+///
+/// # Errors
+/// No record in `dir`, a record that is not JSON or names no command, or a recorded command that no longer parses.
+pub fn resume(dir: &Path) -> Result<Plan> {
+    let (file, text) = ["sweep.json", "run.json"]
+        .iter()
+        .find_map(|f| std::fs::read_to_string(dir.join(f)).ok().map(|t| (dir.join(f), t)))
+        .ok_or_else(|| {
+            anyhow!("--resume '{}': no run.json or sweep.json there; pass the folder of a run", dir.display())
+        })?;
+    let record: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("'{}' is not valid JSON", file.display()))?;
+    let argv: Vec<String> = serde_json::from_value(record["command"].clone())
+        .with_context(|| format!("'{}' records no command", file.display()))?;
+    let cwd = record["cwd"].as_str().map(PathBuf::from);
+    if let Some(cwd) = &cwd {
+        std::env::set_current_dir(cwd)
+            .with_context(|| format!("--resume: cannot enter the run's folder '{}'", cwd.display()))?;
+    }
+    let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(&argv).map_err(|e| {
+        anyhow!("--resume: the recorded command in '{}' no longer parses: {}", file.display(), e.kind())
+    })?;
+    let invocation = Invocation { command: argv, cwd, resumed_by: Some(std::env::args().collect()) };
+    let mut plan = match cli.command {
+        crate::cli::Command::Run(args) if args.resume.is_none() => Plan::Run(Box::new(run(&args, invocation)?)),
+        crate::cli::Command::Sweep(args) => Plan::Sweep(Box::new(sweep(&args, invocation)?)),
+        _ => bail!("--resume: '{}' does not record a run or a sweep", file.display()),
+    };
+    match &mut plan {
+        Plan::Run(p) => p.options.force = false,
+        Plan::Sweep(p) => p.options.force = false,
+    }
+    Ok(plan)
+}
+
+fn options(args: &RunArgs) -> RunOptions {
+    RunOptions {
+        conversations: args.conversations,
+        parallel: args.parallel.max(1),
+        force: args.force,
+        prompt_log: args.prompt_log.clone(),
+        fsync: !args.no_fsync,
+    }
+}
+
+/// The config file, `--set` (then the cell's `overrides`) and the other flags, into validated [`Settings`].
+fn settings(args: &RunArgs, overrides: &[String]) -> Result<Settings> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::from_str(DEFAULT_CONFIG, crate::config::Syntax::Toml, "examples/date.toml")?,
+    };
+    config = config.with_overrides(&[&args.set[..], overrides].concat())?;
+    if let Some(v) = args.total_tokens {
+        config.total_tokens = v;
+    }
+    if let Some(v) = args.turn_max_tokens {
+        config.turn_max_tokens = v;
+    }
+    for (m, ctx, template) in [
+        (&mut config.assistant, args.assistant_ctx, &args.assistant_template),
+        (&mut config.user, args.user_ctx, &args.user_template),
+    ] {
+        m.n_ctx = ctx.or(m.n_ctx);
+        m.chat_template = template.clone().or(m.chat_template.take());
+        m.threads = args.threads.or(m.threads);
+        m.gpu_layers = args.gpu_layers.or(m.gpu_layers);
+    }
+    if let Some(m) = &args.assistant_model {
+        config.assistant.model = Some(m.clone());
+    }
+    if let Some(m) = &args.user_model {
+        config.user.model = Some(m.clone());
+    }
+    config.validate().map_err(|e| anyhow!("invalid settings: {e}"))?;
+    let (assistant, user) = backends(&args.backends, &config, args.parallel)?;
+    let role = |role: Role, backend: BackendSpec, model: &Option<String>| -> Result<RoleSettings> {
+        if model.is_none() && !backend.is_http() {
+            bail!("no {0} model: pass --{0}-model PATH or set `model` under [{0}]", role.as_str());
+        }
+        Ok(RoleSettings { role, model: model.as_ref().map(PathBuf::from), backend })
+    };
+    let assistant = role(Role::Assistant, assistant, &config.assistant.model)?;
+    let user = role(Role::User, user, &config.user.model)?;
+    let seed = args.seed.or(config.seed).unwrap_or(42);
+    config.seed = Some(seed);
+    let b = &args.backends;
+    let http = HttpSettings {
+        api_key_env: b.api_key_env.clone(),
+        timeout: Duration::from_secs_f64(b.http_timeout),
+        retries: b.http_retries,
+        backoff: Duration::from_millis(b.http_backoff_ms),
+    };
+    Ok(Settings { config, assistant, user, http, seed })
+}
+
+/// Turns the flags and the config's `api_url` / `user_api_url` into each role's backend. Pure.
+///
+/// # Errors
+/// A missing flavor or URL, or `--parallel` above 1 with one role in-process and one on HTTP; the message names the
+/// flag.
+pub fn backends(args: &BackendArgs, config: &Config, parallel: u32) -> Result<(BackendSpec, BackendSpec)> {
+    let assistant = match args.backend {
+        BackendKind::Llama => BackendSpec::Llama,
+        BackendKind::Http => BackendSpec::Http {
+            url: args.url.clone().or_else(|| config.api_url.clone()).ok_or_else(|| {
+                anyhow!("--backend http needs the server's address: pass --url URL or set `api_url` in the config")
+            })?,
+            flavor: args
+                .flavor
+                .ok_or_else(|| anyhow!("--backend http needs --flavor llama-server, koboldcpp or openai"))?,
+        },
+    };
+    let user = match args.user_backend.unwrap_or(args.backend) {
+        BackendKind::Llama => BackendSpec::Llama,
+        BackendKind::Http => BackendSpec::Http {
+            url: args
+                .user_url
+                .clone()
+                .or_else(|| args.url.clone())
+                .or_else(|| config.user_api_url.clone())
+                .or_else(|| config.api_url.clone())
+                .ok_or_else(|| {
+                    anyhow!("an HTTP user role needs its server: pass --user-url URL or set `user_api_url`")
+                })?,
+            flavor: args.user_flavor.or(args.flavor).ok_or_else(|| {
+                anyhow!("an HTTP user role needs --user-flavor (or --flavor) llama-server, koboldcpp or openai")
+            })?,
+        },
+    };
+    if parallel > 1 && assistant.is_http() != user.is_http() {
+        bail!(
+            "--parallel {parallel} needs both roles on the same kind of backend: one in-process and one HTTP role run \
+             one conversation at a time"
+        );
+    }
+    Ok((assistant, user))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        b: BackendArgs,
+    }
+
+    fn parse(args: &[&str]) -> BackendArgs {
+        T::try_parse_from(std::iter::once("t").chain(args.iter().copied())).unwrap().b
+    }
+
+    fn http(url: &str, flavor: Flavor) -> BackendSpec {
+        BackendSpec::Http { url: url.into(), flavor }
+    }
+
+    #[test]
+    fn http_roles_take_urls_from_flags_then_config() {
+        let mut config = Config { api_url: Some("http://127.0.0.1:8081".into()), ..Config::default() };
+        config.user_api_url = Some("http://127.0.0.1:8082".into());
+        let (a, u) = backends(&parse(&["--backend", "http", "--flavor", "koboldcpp"]), &config, 1).unwrap();
+        assert_eq!(a, http("http://127.0.0.1:8081", Flavor::Koboldcpp));
+        assert_eq!(u, http("http://127.0.0.1:8082", Flavor::Koboldcpp));
+        let (_, u) =
+            backends(&parse(&["--backend", "http", "--flavor", "openai", "--url", "http://h:1"]), &config, 4).unwrap();
+        assert_eq!(u, http("http://h:1", Flavor::Openai), "the flag beats the config");
+        let mixed = ["--backend", "http", "--flavor", "openai", "--url", "http://h:1", "--user-backend", "llama"];
+        let (a, u) = backends(&parse(&mixed), &Config::default(), 1).unwrap();
+        assert_eq!(a, http("http://h:1", Flavor::Openai));
+        assert_eq!(u, BackendSpec::Llama);
+        let (a, u) = backends(&parse(&[]), &Config::default(), 4).unwrap();
+        assert!(!a.is_http() && !u.is_http(), "in-process --parallel is fine");
+    }
+
+    #[test]
+    fn missing_flavor_url_and_parallel_with_mixed_roles_are_errors_naming_the_flag() {
+        let e = backends(&parse(&["--backend", "http", "--url", "http://h:1"]), &Config::default(), 1).unwrap_err();
+        assert!(e.to_string().contains("--flavor"), "{e}");
+        let e = backends(&parse(&["--backend", "http", "--flavor", "openai"]), &Config::default(), 1).unwrap_err();
+        assert!(e.to_string().contains("--url"), "{e}");
+        let mixed = ["--backend", "http", "--flavor", "openai", "--url", "http://h:1", "--user-backend", "llama"];
+        let e = backends(&parse(&mixed), &Config::default(), 4).unwrap_err();
+        assert!(e.to_string().contains("--parallel 4"), "{e}");
+        assert!(T::try_parse_from(["t", "--http-timeout", "-1"]).is_err());
+    }
+
+    fn cli(args: &[&str]) -> crate::cli::Cli {
+        crate::cli::Cli::try_parse_from(std::iter::once("parrot").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn zero_conversations_are_refused_by_the_flag_parser() {
+        let e = crate::cli::Cli::try_parse_from(["parrot", "run", "--out", "x", "-n", "0", "--assistant-model", "a"])
+            .unwrap_err();
+        assert!(e.to_string().contains("-n 1 or more"), "{e}");
+    }
+
+    #[test]
+    fn resume_reruns_the_recorded_command_without_force_any_number_of_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let argv = [
+            "parrot",
+            "run",
+            "--force",
+            "--out",
+            out.to_str().unwrap(),
+            "--assistant-model",
+            "a.gguf",
+            "--user-model",
+            "u.gguf",
+        ];
+        let crate::cli::Command::Run(args) = cli(&argv[1..]).command else { panic!() };
+        let invocation =
+            Invocation { command: argv.iter().map(|s| (*s).to_string()).collect(), cwd: None, resumed_by: None };
+        let plan = run(&args, invocation).unwrap();
+        assert!(plan.options.force);
+        let record = serde_json::json!({"command": argv, "history": [{"command": ["parrot", "run", "--resume", "x"]}]});
+        std::fs::write(out.join("run.json"), record.to_string()).unwrap();
+        for _ in 0..2 {
+            let Plan::Run(p) = resume(&out).unwrap() else { panic!("a run") };
+            assert!(!p.options.force, "--resume never carries --force");
+            assert_eq!(p.invocation.command, argv, "the recorded command is kept, not the resume");
+            assert!(p.invocation.resumed_by.is_some());
+        }
+    }
+}
