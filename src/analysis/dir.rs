@@ -1,6 +1,10 @@
 //! Folder-level analysis: many transcripts, analyzed in parallel, summarised per folder, and saved beside a run
 //! folder as `analysis.json` so that `report` (and a second `analyze`) need not recompute.
 //!
+//! This is the one folder pass of parrot: `analyze` ([`analyze_paths_with`]) and `report` ([`analyze_groups`] on
+//! [`groups_each`], keeping the conversations' text) both go through [`analyze_groups`], so finding transcripts,
+//! reusing fresh saved analyses and saving new ones work the same for both.
+//!
 //! This is the one part of `analysis` that touches the disk; [`super::analyze`] stays pure. Files are analyzed
 //! in parallel with rayon, one file in memory per worker and only its (small) analysis kept, so memory is bounded
 //! by the largest file, not by the corpus. A bad file becomes a [`FileError`] and the others go on.
@@ -8,7 +12,7 @@
 //! A saved analysis records the analysis version, the parrot version, the forced format, and the name, size and
 //! modification time of every transcript; [`load_saved`] returns it only while all of those still match.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
@@ -16,10 +20,11 @@ use anyhow::{Context, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{analyze, formats, legacy, ConversationAnalysis, Format};
+use super::{analyze, formats, legacy, Conversation, ConversationAnalysis, Format};
 
-/// Version of the analysis algorithms; bump it when any number they produce changes, so saved analyses go stale.
-pub const ANALYSIS_VERSION: u32 = 1;
+/// Version of the analysis algorithms and of the saved analysis; bump it when any number they produce or any field
+/// saved changes, so saved analyses go stale. (2: every conversation records its [`super::Origin`].)
+pub const ANALYSIS_VERSION: u32 = 2;
 /// Name of the saved analysis inside a run folder.
 pub const SAVED_NAME: &str = "analysis.json";
 /// File extensions read from folders (files named on the command line are read whatever their name).
@@ -167,19 +172,35 @@ pub struct DirAnalysis {
     pub summary: DirSummary,
 }
 
-/// How [`analyze_paths_with`] works.
+/// How the folder pass ([`analyze_groups`]) works.
 #[derive(Debug, Clone, Default)]
 pub struct AnalyzeOptions {
     /// Force this format instead of detecting each file's.
     pub forced: Option<Format>,
     /// Reuse a folder's saved `analysis.json` when it is not stale.
     pub reuse_saved: bool,
+    /// Reuse a saved analysis whatever format it was read in, not only one read in `forced` (the report forces
+    /// none, and shows a folder as `analyze --format` saved it).
+    pub any_saved_format: bool,
     /// Save the analysis of every folder given as a PATH beside it.
     pub save: bool,
+    /// Keep every conversation's text beside its analysis (the report shows it). The transcripts of a reused
+    /// saved analysis are then read again, for their text only.
+    pub keep_text: bool,
 }
 
 /// What analyzing one file gave: its conversations' analyses, or the one-line reason it could not be read.
 pub type FileResult = Result<Vec<ConversationAnalysis>, String>;
+
+/// What the folder pass gives for one [`Group`].
+#[derive(Debug, Clone)]
+pub struct Analyzed {
+    /// The group's analysis, computed now or reused from its `analysis.json`.
+    pub analysis: DirAnalysis,
+    /// With [`AnalyzeOptions::keep_text`], the conversation behind each of `analysis.conversations`, in the same
+    /// order (`None` where a transcript of a reused analysis could not be read again); empty without.
+    pub texts: Vec<Option<Conversation>>,
+}
 
 /// One group of files that share a folder: what `analyze` summarises together and `report` shows as one run set.
 #[derive(Debug, Clone)]
@@ -334,6 +355,28 @@ pub fn groups(paths: &[PathBuf]) -> Vec<Group> {
     out
 }
 
+/// The groups of each PATH on its own, in the order given (the report's run sets): a folder gives its groups as in
+/// [`groups`], a lone file a group of its own even beside another, and a missing path a group holding its error.
+#[must_use]
+pub fn groups_each(paths: &[PathBuf]) -> Vec<Group> {
+    let mut out = Vec::new();
+    for path in paths {
+        if path.exists() {
+            out.extend(groups(std::slice::from_ref(path)));
+        } else {
+            let label = path.display().to_string();
+            out.push(Group {
+                dir: path.clone(),
+                label: label.clone(),
+                files: Vec::new(),
+                errors: vec![FileError { path: label, error: "no such file or folder".into() }],
+                whole_folder: false,
+            });
+        }
+    }
+    out
+}
+
 /// The stamp of a file, if it can be read.
 fn stamp(path: &Path) -> Option<FileStamp> {
     let meta = std::fs::metadata(path).ok()?;
@@ -355,72 +398,142 @@ fn stamp(path: &Path) -> Option<FileStamp> {
 /// # Errors
 /// When the file cannot be read or parsed.
 pub fn analyze_file(path: &Path, forced: Option<Format>) -> Result<Vec<ConversationAnalysis>> {
-    let conversations = formats::read_path_all(path, forced)?;
-    Ok(conversations.iter().map(analyze).collect())
+    read_file(path, forced, false).map(|read| read.analyses)
 }
 
 /// Analyzes transcripts and folders of them, in parallel across files. Saves and reuses nothing.
 #[must_use]
 pub fn analyze_paths(paths: &[PathBuf], forced: Option<Format>) -> Vec<DirAnalysis> {
-    analyze_paths_with(paths, &AnalyzeOptions { forced, reuse_saved: false, save: false }).0
+    analyze_paths_with(paths, &AnalyzeOptions { forced, ..AnalyzeOptions::default() }).0
 }
 
-/// Analyzes transcripts and folders of them, in parallel across files, reusing and saving `analysis.json` as
+/// Analyzes transcripts and folders of them, grouped as [`groups`] does, reusing and saving `analysis.json` as
 /// `options` say. Returns the analyses and warnings (saves that failed).
 #[must_use]
 pub fn analyze_paths_with(paths: &[PathBuf], options: &AnalyzeOptions) -> (Vec<DirAnalysis>, Vec<String>) {
-    let groups = groups(paths);
-    let mut warnings = Vec::new();
-    // Reuse fresh saved analyses of whole folders.
+    let (analyzed, warnings) = analyze_groups(&groups(paths), options);
+    (analyzed.into_iter().map(|a| a.analysis).collect(), warnings)
+}
+
+/// The folder pass, shared by `analyze` and `report`: reuses the fresh saved analysis of each whole folder, reads
+/// and analyzes the files of every other group in one parallel pass over all of them, and saves each such
+/// folder's analysis beside it. Returns one [`Analyzed`] per group, in order, and the warnings (saves that
+/// failed).
+#[must_use]
+pub fn analyze_groups(groups: &[Group], options: &AnalyzeOptions) -> (Vec<Analyzed>, Vec<String>) {
     let reused: Vec<Option<DirAnalysis>> = groups
         .iter()
         .map(|g| {
             (options.reuse_saved && g.whole_folder)
                 .then(|| load_saved(&g.dir))
                 .flatten()
-                .filter(|saved| saved.forced_format == options.forced)
+                .filter(|saved| options.any_saved_format || saved.forced_format == options.forced)
         })
         .collect();
-    let jobs: Vec<(usize, &PathBuf)> = groups
+    let jobs: Vec<(usize, &Path)> = groups
         .iter()
         .enumerate()
         .filter(|(i, _)| reused[*i].is_none())
-        .flat_map(|(i, g)| g.files.iter().map(move |f| (i, f)))
+        .flat_map(|(i, g)| g.files.iter().map(move |f| (i, f.as_path())))
         .collect();
-    let mut results: Vec<Vec<(&Path, FileResult)>> = vec![Vec::new(); groups.len()];
-    let analyzed: Vec<(usize, &Path, FileResult)> = jobs
+    let read: Vec<(usize, &Path, Result<FileRead, String>)> = jobs
         .par_iter()
-        .map(|&(i, f)| (i, f.as_path(), analyze_file(f, options.forced).map_err(|e| format!("{e:#}"))))
+        .map(|&(i, f)| (i, f, read_file(f, options.forced, options.keep_text).map_err(|e| format!("{e:#}"))))
         .collect();
-    for (i, path, result) in analyzed {
-        results[i].push((path, result));
+    let mut per_group: Vec<Vec<(&Path, Result<FileRead, String>)>> = groups.iter().map(|_| Vec::new()).collect();
+    for (i, path, result) in read {
+        per_group[i].push((path, result));
     }
+    let mut texts_of_reused = reread_texts(&reused, options.keep_text).into_iter();
+    let mut warnings = Vec::new();
     let mut out = Vec::with_capacity(groups.len());
-    for ((g, saved), results) in groups.iter().zip(reused).zip(results) {
-        if let Some(mut saved) = saved {
-            saved.dir.clone_from(&g.label);
-            out.push(saved);
+    for ((g, saved), files) in groups.iter().zip(reused).zip(per_group) {
+        if let Some(mut analysis) = saved {
+            analysis.dir.clone_from(&g.label);
+            let texts = texts_of_reused.next().unwrap_or_default();
+            out.push(Analyzed { analysis, texts });
             continue;
         }
-        let d = g.analysis(results, options.forced);
+        let mut texts = Vec::new();
+        let results: Vec<(&Path, FileResult)> = files
+            .into_iter()
+            .map(|(path, result)| {
+                let result = result.map(|read| {
+                    texts.extend(read.texts.into_iter().map(Some));
+                    read.analyses
+                });
+                (path, result)
+            })
+            .collect();
+        let analysis = g.analysis(results, options.forced);
         if options.save {
-            warnings.extend(g.save_beside(&d));
+            warnings.extend(g.save_beside(&analysis));
         }
-        out.push(d);
+        out.push(Analyzed { analysis, texts });
     }
     (out, warnings)
 }
 
-/// Writes `analysis` to `dir/analysis.json` (through a temporary file, so a reader never sees half of it).
+/// One file of the folder pass: its conversations' analyses and, when kept, the conversations themselves.
+struct FileRead {
+    analyses: Vec<ConversationAnalysis>,
+    texts: Vec<Conversation>,
+}
+
+fn read_file(path: &Path, forced: Option<Format>, keep_text: bool) -> Result<FileRead> {
+    let conversations = formats::read_path_all(path, forced)?;
+    let analyses = conversations.iter().map(analyze).collect();
+    Ok(FileRead { analyses, texts: if keep_text { conversations } else { Vec::new() } })
+}
+
+/// For each reused analysis, in order, the text of its conversations, read again from their sources (in the
+/// format the analysis was made with) in one parallel pass over all of them; nothing unless `keep_text`. A
+/// source that cannot be read leaves its conversations without text.
+fn reread_texts(reused: &[Option<DirAnalysis>], keep_text: bool) -> Vec<Vec<Option<Conversation>>> {
+    if !keep_text {
+        return Vec::new();
+    }
+    let mut sources: Vec<(&str, Option<Format>)> = Vec::new();
+    for saved in reused.iter().flatten() {
+        for c in &saved.conversations {
+            if sources.last() != Some(&(c.source.as_str(), saved.forced_format)) {
+                sources.push((c.source.as_str(), saved.forced_format));
+            }
+        }
+    }
+    let read: HashMap<(&str, Option<Format>), Vec<Conversation>> = sources
+        .par_iter()
+        .filter_map(|&(source, forced)| {
+            Some(((source, forced), formats::read_path_all(Path::new(source), forced).ok()?))
+        })
+        .collect();
+    reused
+        .iter()
+        .flatten()
+        .map(|saved| {
+            let mut seen: HashMap<&str, usize> = HashMap::new();
+            saved
+                .conversations
+                .iter()
+                .map(|a| {
+                    let k = seen.entry(a.source.as_str()).or_default();
+                    let text = read.get(&(a.source.as_str(), saved.forced_format)).and_then(|c| c.get(*k).cloned());
+                    *k += 1;
+                    text
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Writes `analysis` to `dir/analysis.json` with [`crate::durable::write_atomic`], so that a reader (or a crash)
+/// never sees half of it.
 ///
 /// # Errors
 /// When the file cannot be written.
 pub fn save(dir: &Path, analysis: &DirAnalysis) -> Result<()> {
-    let path = dir.join(SAVED_NAME);
-    let tmp = dir.join(format!(".{SAVED_NAME}.tmp"));
     let bytes = serde_json::to_vec(analysis).context("could not serialize the analysis")?;
-    std::fs::write(&tmp, bytes).with_context(|| format!("could not write '{}'", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("could not replace '{}'", path.display()))
+    crate::durable::write_atomic(&dir.join(SAVED_NAME), &bytes)
 }
 
 /// The saved analysis of a run folder, if there is one and it is not stale (same analysis and parrot versions,
@@ -482,7 +595,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.json"), CHAT).unwrap();
         assert!(load_saved(dir.path()).is_none());
-        let opts = AnalyzeOptions { forced: None, reuse_saved: true, save: true };
+        let opts = AnalyzeOptions { reuse_saved: true, save: true, ..AnalyzeOptions::default() };
         let (out, warnings) = analyze_paths_with(&[dir.path().to_path_buf()], &opts);
         assert!(warnings.is_empty());
         let saved = load_saved(dir.path()).expect("fresh");
@@ -508,5 +621,50 @@ mod tests {
         assert_eq!(out[0].conversations.len(), 2);
         assert_eq!(out[0].errors.len(), 1);
         assert!(out[0].errors[0].error.contains("no such file"));
+    }
+
+    /// A log of the original tool that records its models (but no engine).
+    const LOG: &str = "--- DONE ---\nFull Config:\n{}\nAssistant Model: a.gguf\nUser Model: u.gguf\n\n\
+=== assistant @ 0 ===\nhello\n=== user @ 3 ===\nhi\n\n--- 5 tokens, 2 turns ---\n";
+
+    #[test]
+    fn the_report_pass_keeps_texts_and_origins_also_from_a_saved_analysis() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.json"), CHAT).unwrap();
+        std::fs::write(dir.path().join("b.log"), LOG).unwrap();
+        let opts =
+            AnalyzeOptions { reuse_saved: true, any_saved_format: true, save: true, keep_text: true, forced: None };
+        let groups = groups_each(&[dir.path().to_path_buf()]);
+        let (fresh, warnings) = analyze_groups(&groups, &opts);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(fresh[0].texts.len(), 2);
+        assert!(fresh[0].texts.iter().all(Option::is_some));
+        let origin = &fresh[0].analysis.conversations[1].origin;
+        assert_eq!((origin.assistant_model.as_deref(), origin.backend.as_deref()), (Some("a.gguf"), None));
+        // The second pass reuses the saved analysis, origins included, and reads the transcripts for their text.
+        let saved = load_saved(dir.path()).expect("saved and fresh");
+        assert_eq!(saved.conversations, fresh[0].analysis.conversations);
+        let (reused, _) = analyze_groups(&groups, &opts);
+        assert_eq!(reused[0].analysis, saved);
+        assert_eq!(reused[0].texts, fresh[0].texts);
+        // Without keep_text no text is kept.
+        let (plain, _) = analyze_groups(&groups, &AnalyzeOptions::default());
+        assert!(plain[0].texts.is_empty());
+        assert_eq!(plain[0].analysis.conversations, saved.conversations);
+    }
+
+    #[test]
+    fn groups_each_keeps_every_argument_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.json"), dir.path().join("b.json"));
+        std::fs::write(&a, CHAT).unwrap();
+        std::fs::write(&b, CHAT).unwrap();
+        let missing = dir.path().join("missing");
+        assert_eq!(groups(&[a.clone(), b.clone()]).len(), 1, "analyze groups files by folder");
+        let each = groups_each(&[a, b, missing.clone()]);
+        assert_eq!(each.len(), 3);
+        assert_eq!(each[2].label, missing.display().to_string());
+        assert_eq!(each[2].errors[0].error, "no such file or folder");
+        assert!(each.iter().all(|g| !g.whole_folder));
     }
 }

@@ -15,14 +15,13 @@
 //! Everything is read into memory one file at a time, so memory is bounded by the largest file, which is capped at
 //! [`MAX_FILE_BYTES`] with a clear message.
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
-use super::{Conversation, Format, Message};
+use super::{Conversation, Format, Message, Origin};
 use crate::transcript::{self, EndReason, Speaker};
 
 /// Files larger than this are refused rather than read into memory (1 GiB).
@@ -203,7 +202,7 @@ fn empty_conversation(name: &str, format: Format) -> Conversation {
         source: name.to_string(),
         format,
         config: None,
-        models: BTreeMap::new(),
+        origin: Origin::default(),
         agent_prefix: None,
         user_prefix: None,
         messages: Vec::new(),
@@ -245,9 +244,13 @@ pub fn parse_parrot(text: &str, name: &str) -> Result<Conversation> {
     conv.agent_prefix = config_str(&config, "agent_prefix").or_else(|| generated_prefix(Speaker::Assistant));
     conv.user_prefix = config_str(&config, "user_prefix").or_else(|| generated_prefix(Speaker::User));
     conv.config = Some(config);
-    for (role, m) in [("assistant", &t.header.assistant_model), ("user", &t.header.user_model)] {
-        conv.models.insert(role.to_string(), m.name.clone().unwrap_or_else(|| m.path.clone()));
-    }
+    let model = |m: &transcript::ModelRecord| Some(m.name.clone().unwrap_or_else(|| m.path.clone()));
+    conv.origin = Origin {
+        backend: Some(t.header.backend.clone()),
+        user_backend: Some(t.header.user_backend.clone()),
+        assistant_model: model(&t.header.assistant_model),
+        user_model: model(&t.header.user_model),
+    };
     conv.messages = t
         .turns
         .iter()
@@ -301,9 +304,9 @@ pub fn parse_legacy_log(text: &str, name: &str) -> Result<Conversation> {
             continue;
         }
         if let Some(m) = line.strip_prefix("Assistant Model: ") {
-            conv.models.insert("assistant".into(), m.to_string());
+            conv.origin.assistant_model = Some(m.to_string());
         } else if let Some(m) = line.strip_prefix("User Model: ") {
-            conv.models.insert("user".into(), m.to_string());
+            conv.origin.user_model = Some(m.to_string());
         }
         i += 1;
     }
@@ -566,7 +569,9 @@ Assistant Model: a.gguf\nUser Model: u.gguf\n\n=== system @ 0 ===\nS\n=== assist
         assert!(c.complete);
         assert_eq!(c.agent_prefix.as_deref(), Some("Skye:"));
         assert_eq!(c.user_prefix.as_deref(), Some("Mark: \""));
-        assert_eq!(c.models["assistant"], "a.gguf");
+        assert_eq!(c.origin.assistant_model.as_deref(), Some("a.gguf"));
+        assert_eq!(c.origin.user_model.as_deref(), Some("u.gguf"));
+        assert_eq!(c.origin.backend, None, "the original's log names no engine");
         assert_eq!(c.messages.len(), 3);
         assert!(c.messages[0].opening, "one `--- 0 ---` marker: the last two messages were generated");
         assert!(!c.messages[1].opening);
@@ -691,7 +696,9 @@ Assistant Model: a.gguf\nUser Model: u.gguf\n\n=== system @ 0 ===\nS\n=== assist
         let c = parse_reader(&out[..], "t.jsonl", None).unwrap();
         assert!(!c.complete, "no summary yet");
         assert_eq!(c.agent_prefix.as_deref(), Some("Skye:"));
-        assert_eq!(c.models["user"], "Tiny");
+        assert_eq!(c.origin.user_model.as_deref(), Some("Tiny"));
+        assert_eq!(c.origin.backend.as_deref(), Some("llama"));
+        assert_eq!(c.origin.user_backend.as_deref(), Some("llama"));
         assert_eq!(c.messages[1].stop_reason, Some(StopReason::MaxTokens));
         assert_eq!(c.messages[1].tokens, Some(7));
         push(

@@ -11,6 +11,7 @@ pub mod dir;
 pub mod formats;
 pub mod legacy;
 pub mod metrics;
+pub mod render;
 pub mod text;
 
 pub use dir::{analyze_paths, load_saved, save, DirAnalysis, FileError, ANALYSIS_VERSION};
@@ -66,8 +67,8 @@ pub struct Conversation {
     /// The config that produced it, when the file records one (parrot header config, or the original's
     /// `Full Config:` line). Reports derive run-set labels from the differences between these.
     pub config: Option<serde_json::Value>,
-    /// Model descriptions, when recorded (`assistant`, `user`).
-    pub models: BTreeMap<String, String>,
+    /// The engines and models that produced it, as far as the file records them.
+    pub origin: Origin,
     /// The assistant's forced prefix (e.g. `Skye:`), when known.
     pub agent_prefix: Option<String>,
     /// The user's forced prefix, when known.
@@ -78,6 +79,21 @@ pub struct Conversation {
     pub tokens_per_s: Option<f64>,
     /// False when the file ends before the conversation did (no summary, no `--- DONE ---`).
     pub complete: bool,
+}
+
+/// What produced a conversation, as its file records it: each speaker's engine and model. The report labels run
+/// sets with these, so they are kept in the analysis (and the saved `analysis.json`) rather than read again from
+/// the transcript. `None` where the format records nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The assistant's engine, as the parrot header names it (`llama`, `http:koboldcpp`, …).
+    pub backend: Option<String>,
+    /// The user's engine, as the parrot header names it.
+    pub user_backend: Option<String>,
+    /// The assistant's model: its name or, without one, its path (parrot header; `Assistant Model:` of a log).
+    pub assistant_model: Option<String>,
+    /// The user's model, recorded like the assistant's.
+    pub user_model: Option<String>,
 }
 
 /// Per-speaker pair of results.
@@ -168,6 +184,9 @@ pub struct ConversationAnalysis {
     pub tokens_per_s: Option<f64>,
     /// Whether the file holds the whole conversation.
     pub complete: bool,
+    /// The engines and models that produced it, when the file records them.
+    #[serde(default)]
+    pub origin: Origin,
     /// The original tool's numbers.
     pub legacy: LegacyScore,
     /// One entry per phenomenon name (`single_turn_loop`, `multi_turn_loop`, `intra_turn_repetition`,
@@ -208,6 +227,7 @@ pub fn analyze(conv: &Conversation) -> ConversationAnalysis {
         total_tokens,
         tokens_per_s: conv.tokens_per_s,
         complete: conv.complete,
+        origin: conv.origin.clone(),
         legacy: legacy::score(conv),
         detectors,
         metrics: PerSpeaker {

@@ -1,6 +1,6 @@
 //! The report: one self-contained HTML page that compares run sets (folders of transcripts) and lets a reader
-//! drill down to one conversation. Pure: takes analyses and conversations, returns the page as a `String`; the
-//! command layer (`commands/report.rs`) reads the folders and writes the files.
+//! drill down to one conversation. Pure: takes analyses and conversations, returns the page as a `String`;
+//! [`files`] alone touches the disk (reads the run folders through the analysis folder pass, writes the report).
 //!
 //! What the page holds, and why:
 //! * the original tool's scatter (average response length against loop density, one point per conversation), so
@@ -17,6 +17,7 @@
 //! text it draws, and the hover titles are escaped in `charts`.
 
 pub mod charts;
+pub mod files;
 pub mod labels;
 pub mod text;
 
@@ -27,6 +28,7 @@ use minijinja::{AutoEscape, Environment};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::analysis::dir::Analyzed;
 use crate::analysis::{Conversation, ConversationAnalysis};
 use crate::transcript::Speaker;
 use charts::{Bins, Curve, Figure, Mark, ScatterPoint};
@@ -72,8 +74,6 @@ pub struct Item {
     /// The conversation itself, for the transcript, the heatmap and the run-set labels; `None` when only a saved
     /// analysis was available.
     pub conversation: Option<Conversation>,
-    /// Facts the conversation type does not carry (e.g. `backend` from a parrot header), merged into its facts.
-    pub extra_facts: Facts,
 }
 
 /// A file that could not be used, and why.
@@ -94,6 +94,23 @@ pub struct RunSet {
     pub items: Vec<Item>,
     /// Files that were skipped.
     pub problems: Vec<Problem>,
+}
+
+impl RunSet {
+    /// The run set of one group of the analysis folder pass (run with its texts kept): its conversations with
+    /// their text, and the files it could not read.
+    #[must_use]
+    pub fn from_analyzed(analyzed: Analyzed) -> Self {
+        let Analyzed { analysis, texts } = analyzed;
+        let mut texts = texts.into_iter();
+        let items = analysis
+            .conversations
+            .into_iter()
+            .map(|analysis| Item { analysis, conversation: texts.next().flatten() })
+            .collect();
+        let problems = analysis.errors.into_iter().map(|e| Problem { path: e.path, error: e.error }).collect();
+        RunSet { dir: analysis.dir, items, problems }
+    }
 }
 
 /// Page-level details that are not data.
@@ -130,19 +147,25 @@ fn conversation_link(anchor: usize, split: bool) -> String {
     }
 }
 
-/// Facts of one conversation: its config flattened, its models and the extra facts.
+/// Facts of one conversation: its config flattened (when its text is known), then its models and engines (from
+/// the analysis, so known without the text too).
 #[must_use]
 pub fn conversation_facts(item: &Item) -> Facts {
     let mut facts = Facts::new();
-    if let Some(conv) = &item.conversation {
-        if let Some(config) = &conv.config {
-            labels::flatten_config("", config, &mut facts);
-        }
-        for (role, model) in &conv.models {
-            facts.insert(format!("{role}_model"), model_name(model));
+    if let Some(config) = item.conversation.as_ref().and_then(|c| c.config.as_ref()) {
+        labels::flatten_config("", config, &mut facts);
+    }
+    let origin = &item.analysis.origin;
+    for (key, model) in [("assistant_model", &origin.assistant_model), ("user_model", &origin.user_model)] {
+        if let Some(model) = model {
+            facts.insert(key.to_string(), model_name(model));
         }
     }
-    facts.extend(item.extra_facts.clone());
+    for (key, engine) in [("backend", &origin.backend), ("user_backend", &origin.user_backend)] {
+        if let Some(engine) = engine {
+            facts.insert(key.to_string(), engine.clone());
+        }
+    }
     facts
 }
 
@@ -284,9 +307,9 @@ impl Cell {
     }
 }
 
-/// The numbers of one run set's summary row.
+/// The numbers of one run set's row in the page's summary table.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Summary {
+pub struct SummaryRow {
     /// Conversations in the set.
     pub samples: usize,
     /// Files skipped.
@@ -307,14 +330,14 @@ pub struct Summary {
 
 /// Computes a run set's summary row.
 #[must_use]
-pub fn summarize(set: &RunSet, phenomena: &[String]) -> Summary {
+pub fn summarize(set: &RunSet, phenomena: &[String]) -> SummaryRow {
     let analyses: Vec<&ConversationAnalysis> = set.items.iter().map(|i| &i.analysis).collect();
     let n = analyses.len();
     let rate = |pred: &dyn Fn(&ConversationAnalysis) -> bool| {
         (n > 0).then(|| analyses.iter().filter(|a| pred(a)).count() as f64 / n as f64)
     };
     let km = kaplan_meier(&analyses.iter().map(|a| turn_observation(a)).collect::<Vec<_>>());
-    Summary {
+    SummaryRow {
         samples: n,
         skipped: set.problems.len(),
         avg_response_length: mean(analyses.iter().map(|a| a.legacy.avg_response_length)),
@@ -482,7 +505,7 @@ struct SetView {
     dir: String,
     color: String,
     marker: String,
-    summary: Summary,
+    summary: SummaryRow,
     cells: Vec<Cell>,
     density_svg: Option<String>,
     lengths_svg: Option<String>,

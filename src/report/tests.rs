@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::analysis::{Detection, Format, LegacyScore, Message, PerSpeaker};
+use crate::analysis::{Detection, Format, LegacyScore, Message, Origin, PerSpeaker};
 
 fn message(speaker: Speaker, text: &str) -> Message {
     Message {
@@ -18,6 +18,15 @@ fn message(speaker: Speaker, text: &str) -> Message {
     }
 }
 
+fn origin() -> Origin {
+    Origin {
+        backend: Some("llama".into()),
+        user_backend: Some("llama".into()),
+        assistant_model: Some("/models/a.gguf".into()),
+        user_model: Some("/m/u.gguf".into()),
+    }
+}
+
 /// A conversation with `texts` alternating assistant/user, and its analysis with the given numbers.
 fn item(source: &str, penalty: f64, texts: &[&str], density: f64, onset: Option<usize>) -> Item {
     let messages: Vec<Message> = texts
@@ -29,7 +38,7 @@ fn item(source: &str, penalty: f64, texts: &[&str], density: f64, onset: Option<
         source: source.into(),
         format: Format::Parrot,
         config: Some(serde_json::json!({"sampler": {"repeat_penalty": penalty, "temperature": 0.7}, "seed": 7})),
-        models: BTreeMap::from([("assistant".into(), "/models/a.gguf".into()), ("user".into(), "/m/u.gguf".into())]),
+        origin: origin(),
         agent_prefix: None,
         user_prefix: None,
         messages: messages.clone(),
@@ -57,6 +66,7 @@ fn item(source: &str, penalty: f64, texts: &[&str], density: f64, onset: Option<
         total_tokens: Some(10 * texts.len() as u64),
         tokens_per_s: Some(50.0),
         complete: true,
+        origin: origin(),
         legacy: LegacyScore {
             character_count: lengths.iter().sum(),
             loop_score: 0,
@@ -72,7 +82,7 @@ fn item(source: &str, penalty: f64, texts: &[&str], density: f64, onset: Option<
         message_lengths: texts.iter().map(|t| t.chars().count()).collect(),
         message_speakers: messages.iter().map(|m| m.speaker).collect(),
     };
-    Item { analysis, conversation: Some(conversation), extra_facts: Facts::new() }
+    Item { analysis, conversation: Some(conversation) }
 }
 
 fn two_sets() -> Vec<RunSet> {
@@ -122,6 +132,18 @@ fn summary_values_come_from_the_analyses() {
     assert_eq!(s.median_onset_turns, Some(2.0));
     let empty = summarize(&RunSet { dir: "e".into(), items: vec![], problems: vec![] }, &phen);
     assert_eq!((empty.samples, empty.avg_loop_density, empty.median_onset_turns), (0, None, None));
+}
+
+#[test]
+fn models_and_engines_are_facts_even_without_the_text() {
+    let mut it = item("runs/x/0.jsonl", 1.1, &["a", "b"], 0.0, None);
+    it.conversation = None;
+    let facts = conversation_facts(&it);
+    assert_eq!(facts.get("assistant_model").map(String::as_str), Some("a.gguf"));
+    assert_eq!(facts.get("user_model").map(String::as_str), Some("u.gguf"));
+    assert_eq!(facts.get("backend").map(String::as_str), Some("llama"));
+    assert_eq!(facts.get("user_backend").map(String::as_str), Some("llama"));
+    assert!(!facts.contains_key("seed"), "the config needs the text");
 }
 
 #[test]

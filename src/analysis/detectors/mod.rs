@@ -225,9 +225,7 @@ pub fn run_all(conv: &Conversation) -> BTreeMap<String, PerSpeaker<Detection>> {
 /// Helpers for the detectors' tests: conversations built from turn texts.
 #[cfg(test)]
 pub(crate) mod testing {
-    use std::collections::BTreeMap;
-
-    use crate::analysis::{Conversation, Format, Message};
+    use crate::analysis::{Conversation, Format, Message, Origin};
     use crate::transcript::{Speaker, StopReason};
 
     /// A message with text and no metadata.
@@ -259,7 +257,7 @@ pub(crate) mod testing {
             source: "test".into(),
             format: Format::Parrot,
             config: None,
-            models: BTreeMap::new(),
+            origin: Origin::default(),
             agent_prefix: Some("Skye:".into()),
             user_prefix: Some("Mark:".into()),
             messages,

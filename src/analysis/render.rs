@@ -1,0 +1,268 @@
+//! Renderers of folder analyses for `parrot analyze`: a readable table, one JSON document, or CSV rows (for pandas
+//! and spreadsheets). Pure: each takes the [`DirAnalysis`] of every folder and returns the text; the command
+//! writes it to stdout or `--out`.
+
+use std::fmt::Write as _;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::dir::{DirAnalysis, ANALYSIS_VERSION};
+use super::{detectors, ConversationAnalysis, Detection, Metrics};
+
+/// The `--json` document.
+#[derive(Serialize)]
+struct JsonDocument<'a> {
+    parrot_version: &'a str,
+    analysis_version: u32,
+    folders: &'a [DirAnalysis],
+}
+
+/// Renders everything as one JSON document: `{parrot_version, analysis_version, folders: [DirAnalysis…]}`.
+///
+/// # Errors
+/// Never in practice (serialization of plain data).
+pub fn render_json(dirs: &[DirAnalysis]) -> Result<String> {
+    let doc =
+        JsonDocument { parrot_version: env!("CARGO_PKG_VERSION"), analysis_version: ANALYSIS_VERSION, folders: dirs };
+    let mut s = serde_json::to_string_pretty(&doc).context("could not serialize the analysis")?;
+    s.push('\n');
+    Ok(s)
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map(|x| x.to_string()).unwrap_or_default()
+}
+
+fn metric_columns(prefix: &str) -> Vec<String> {
+    let mut cols = Vec::new();
+    for n in 1..=4 {
+        cols.push(format!("{prefix}_seq_rep_{n}"));
+    }
+    for n in 1..=4 {
+        cols.push(format!("{prefix}_distinct_{n}"));
+    }
+    cols.extend(["rep_w16", "compression_ratio", "longest_repeated_substring"].iter().map(|c| format!("{prefix}_{c}")));
+    cols
+}
+
+fn metric_values(m: &Metrics) -> Vec<String> {
+    let mut v: Vec<String> = m.seq_rep.iter().chain(&m.distinct).map(f64::to_string).collect();
+    v.push(m.rep_w16.to_string());
+    v.push(m.compression_ratio.to_string());
+    v.push(m.longest_repeated_substring.to_string());
+    v
+}
+
+/// Renders one CSV row per conversation, with a header row. Detector columns per speaker: detected, onset
+/// (empty when not detected) and severity; then the standard metrics per speaker.
+#[must_use]
+pub fn render_csv(dirs: &[DirAnalysis]) -> String {
+    let mut header: Vec<String> = [
+        "dir",
+        "source",
+        "format",
+        "complete",
+        "messages",
+        "assistant_turns",
+        "user_turns",
+        "total_tokens",
+        "tokens_per_s",
+        "character_count",
+        "loop_score",
+        "loop_density",
+        "avg_response_length",
+        "responses",
+        "first_onset",
+    ]
+    .iter()
+    .map(|s| (*s).to_string())
+    .collect();
+    for name in detectors::names() {
+        for who in ["assistant", "user"] {
+            for what in ["detected", "onset", "severity"] {
+                header.push(format!("{name}_{who}_{what}"));
+            }
+        }
+    }
+    header.extend(metric_columns("assistant"));
+    header.extend(metric_columns("user"));
+    let mut out = header.join(",");
+    out.push('\n');
+    for d in dirs {
+        for c in &d.conversations {
+            let mut row = vec![
+                csv_field(&d.dir),
+                csv_field(&c.source),
+                c.format.to_string(),
+                c.complete.to_string(),
+                c.messages.to_string(),
+                c.assistant_turns.to_string(),
+                c.user_turns.to_string(),
+                opt(c.total_tokens),
+                opt(c.tokens_per_s),
+                c.legacy.character_count.to_string(),
+                c.legacy.loop_score.to_string(),
+                c.legacy.loop_density.to_string(),
+                c.legacy.avg_response_length.to_string(),
+                c.legacy.responses.to_string(),
+                opt(c.first_onset),
+            ];
+            for name in detectors::names() {
+                let det = c.detectors.get(name).cloned().unwrap_or_default();
+                for x in [&det.assistant, &det.user] {
+                    row.push(x.detected.to_string());
+                    row.push(if x.detected { opt(x.onset) } else { String::new() });
+                    row.push(x.severity.to_string());
+                }
+            }
+            row.extend(metric_values(&c.metrics.assistant));
+            row.extend(metric_values(&c.metrics.user));
+            out.push_str(&row.join(","));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// "name A@3 U@5" for each detected phenomenon of a conversation.
+fn phenomena(c: &ConversationAnalysis) -> String {
+    let mut parts = Vec::new();
+    for name in detectors::names() {
+        let Some(det) = c.detectors.get(name) else { continue };
+        let who = |tag: &str, x: &Detection| x.detected.then(|| format!("{tag}@{}", opt(x.onset)));
+        let speakers: Vec<String> = [who("A", &det.assistant), who("U", &det.user)].into_iter().flatten().collect();
+        if !speakers.is_empty() {
+            parts.push(format!("{name} {}", speakers.join(" ")));
+        }
+    }
+    if parts.is_empty() {
+        "-".to_string()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// Renders the readable table: one line per conversation, then a summary per folder with the rate of every
+/// phenomenon. Onsets are assistant-turn indices; `A` is the assistant, `U` the user.
+#[must_use]
+pub fn render_table(dirs: &[DirAnalysis]) -> String {
+    let mut out = String::new();
+    let width = dirs
+        .iter()
+        .flat_map(|d| d.conversations.iter().map(|c| c.source.chars().count()))
+        .max()
+        .unwrap_or(4)
+        .clamp(4, 60);
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:<10}  {:>5}  {:>6}  {:>7}  {:>7}  PHENOMENA (speaker@onset turn)",
+        "FILE", "FORMAT", "TURNS", "CHARS", "TOKENS", "DENSITY"
+    );
+    for d in dirs {
+        for c in &d.conversations {
+            let chars: usize = c.message_lengths.iter().sum();
+            let name = super::formats::shorten(&c.source, width);
+            let incomplete = if c.complete { "" } else { " (incomplete)" };
+            let _ = writeln!(
+                out,
+                "{name:<width$}  {:<10}  {:>5}  {:>6}  {:>7}  {:>7.3}  {}{incomplete}",
+                c.format.to_string(),
+                c.messages,
+                chars,
+                opt(c.total_tokens),
+                c.legacy.loop_density,
+                phenomena(c)
+            );
+        }
+    }
+    for d in dirs {
+        let s = &d.summary;
+        let _ = writeln!(
+            out,
+            "\n{}: {} conversation(s), {} error(s); mean loop density {:.3}; mean response {:.1} characters; \
+             {:.0}% with a loop or break",
+            d.dir,
+            s.conversations,
+            s.errors,
+            s.mean_loop_density,
+            s.mean_response_length,
+            100.0 * s.broken
+        );
+        if s.conversations == 0 {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "  {:<22} {:>9} {:>6} {:>6} {:>10} {:>9}",
+            "phenomenon", "assistant", "user", "any", "mean onset", "severity"
+        );
+        for (name, r) in &s.rates {
+            let onset = r.mean_onset.map_or_else(|| "-".to_string(), |o| format!("{o:.1}"));
+            let _ = writeln!(
+                out,
+                "  {:<22} {:>8.0}% {:>5.0}% {:>5.0}% {:>10} {:>9.2}",
+                name,
+                100.0 * r.assistant,
+                100.0 * r.user,
+                100.0 * r.any,
+                onset,
+                r.mean_severity
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::{analyze, dir::DirSummary, formats};
+
+    fn dirs() -> Vec<DirAnalysis> {
+        let text = r#"[{"role":"user","content":"hi, \"you\""},{"role":"assistant","content":"hello there"}]"#;
+        let conv = formats::parse_reader(text.as_bytes(), "runs/a,b.json", None).unwrap();
+        let conversations = vec![analyze(&conv)];
+        vec![DirAnalysis {
+            dir: "runs".into(),
+            summary: DirSummary::of(&conversations, 0),
+            conversations,
+            errors: Vec::new(),
+            version: ANALYSIS_VERSION,
+            parrot_version: String::new(),
+            forced_format: None,
+            files: Vec::new(),
+        }]
+    }
+
+    #[test]
+    fn csv_has_one_row_per_conversation_and_quotes_fields() {
+        let csv = render_csv(&dirs());
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 2);
+        let cols = lines[0].split(',').count();
+        assert!(lines[0].contains("single_turn_loop_assistant_onset"));
+        assert!(lines[1].starts_with("runs,\"runs/a,b.json\",chat_json,true,2,1,1,"), "{}", lines[1]);
+        // The quoted field holds one comma.
+        assert_eq!(lines[1].split(',').count(), cols + 1);
+    }
+
+    #[test]
+    fn table_lists_conversations_and_folder_rates() {
+        let t = render_table(&dirs());
+        assert!(t.contains("runs/a,b.json"));
+        assert!(t.contains("runs: 1 conversation(s), 0 error(s)"));
+        assert!(t.contains("rejection"));
+        let json = render_json(&dirs()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["folders"][0]["conversations"][0]["format"], "chat_json");
+    }
+}
