@@ -3,12 +3,16 @@
 //! into validated settings, and no clap type travels past it. `commands` imports from here, never the reverse.
 //! Doc comments here are the `--help` text.
 
+mod analyze;
+mod models;
+mod report;
 mod run;
+pub use analyze::AnalyzeArgs;
+pub use models::{ModelsArgs, ModelsCommand};
+pub use report::ReportArgs;
 pub use run::{BackendArgs, BackendKind, RunArgs, SweepArgs};
 
 use clap::{Args, Parser, Subcommand};
-
-use crate::commands::{analyze::AnalyzeArgs, models::ModelsArgs, report::ReportArgs};
 
 /// Make two LLMs talk to each other for hundreds of turns, then measure how and when the conversation breaks down.
 #[derive(Debug, Parser)]

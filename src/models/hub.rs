@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
 
-use super::fetch::{check_file, download_bar, sha256_file, status};
+use super::download::{check_file, download_bar, sha256_file, status};
 use super::registry::is_sha256;
 use super::ModelEntry;
 

