@@ -12,6 +12,8 @@
 //! * **Sampling.** A llama.cpp sampler chain is built per turn from [`SamplerConfig`] in the configured order
 //!   (default: llama-server's), seeded per turn, and fed the prompt tokens first so that the repeat penalties and
 //!   DRY see the conversation, as llama-server does. `sample()` already accepts the sampled token.
+//! * **Streaming.** Token bytes are decoded here (a token can end inside a character); stop strings and the
+//!   hold-back of a partial one are [`super::stream::StopStream`]'s, as for the HTTP backend.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -31,7 +33,8 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::DecodeError;
 
-use super::{find_stop, Backend, GenRequest, Generation, Interrupted};
+use super::stream::StopStream;
+use super::{Backend, GenRequest, Generation, Interrupted};
 use crate::chat_template::{self, ChatMessage, ChatTemplate};
 use crate::config::{SamplerConfig, SamplerStage};
 use crate::transcript::{ModelRecord, StopReason};
@@ -117,10 +120,8 @@ pub struct SeqJob {
     next_prompt: usize,
     sampler: Option<LlamaSampler>,
     max_tokens: u32,
-    stops: Vec<String>,
-    hold: usize,
-    text: String,
-    emitted: usize,
+    /// The turn's text, with a possible stop string held back from streaming.
+    stream: StopStream,
     utf8: Utf8Stream,
     n_gen: u32,
     pending: Option<LlamaToken>,
@@ -149,7 +150,7 @@ impl SeqJob {
     #[must_use]
     pub fn finish(self) -> Generation {
         Generation {
-            text: self.text,
+            text: self.stream.into_text(),
             tokens: self.n_gen,
             prompt_tokens: u32::try_from(self.tokens.len()).unwrap_or(u32::MAX),
             prompt_tokens_evaluated: self.evaluated,
@@ -331,18 +332,13 @@ impl LlamaRole {
         }
         let started = Instant::now();
         let tokens = self.tokenize(req.prompt);
-        let stops = req.sampler.stop.clone();
-        let hold = stops.iter().map(String::len).max().unwrap_or(1).saturating_sub(1);
         let mut job = SeqJob {
             seq,
             tokens,
             next_prompt: 0,
             sampler: None,
             max_tokens: req.max_tokens,
-            stops,
-            hold,
-            text: String::new(),
-            emitted: 0,
+            stream: StopStream::new(&req.sampler.stop),
             utf8: Utf8Stream::default(),
             n_gen: 0,
             pending: None,
@@ -451,30 +447,27 @@ impl LlamaRole {
                 job.gen_started = Some(Instant::now());
             }
             let token = sampler.sample(&self.ctx, idx);
-            let mut stop = None;
-            if vocab.is_eog(token) {
-                stop = Some(StopReason::Eos);
+            // A turn that ends with this token streams everything not yet streamed (up to a stop string).
+            let (emit, stop) = if vocab.is_eog(token) {
+                (job.stream.finish(), Some(StopReason::Eos))
             } else {
                 job.n_gen += 1;
-                let before = job.text.len();
-                job.utf8.push(&vocab.token_to_piece(token, false, None), &mut job.text);
-                if let Some(at) = find_stop(&job.text, &job.stops, before.saturating_sub(job.hold)) {
-                    job.text.truncate(at);
-                    stop = Some(StopReason::StopString);
-                } else if job.n_gen >= job.max_tokens {
-                    stop = Some(StopReason::MaxTokens);
+                let mut piece = String::new();
+                job.utf8.push(&vocab.token_to_piece(token, false, None), &mut piece);
+                let last = job.n_gen >= job.max_tokens;
+                let step = if last { job.stream.push_last(&piece) } else { job.stream.push(&piece) };
+                let stop = if step.stopped {
+                    Some(StopReason::StopString)
+                } else if last {
+                    Some(StopReason::MaxTokens)
                 } else {
                     job.pending = Some(token);
-                }
-            }
-            let mut safe = if stop.is_some() { job.text.len() } else { job.text.len().saturating_sub(job.hold) };
-            safe = safe.max(job.emitted);
-            while !job.text.is_char_boundary(safe) {
-                safe -= 1;
-            }
-            if safe > job.emitted {
-                on_piece(job.seq, &job.text[job.emitted..safe]);
-                job.emitted = safe;
+                    None
+                };
+                (step.emit, stop)
+            };
+            if !emit.is_empty() {
+                on_piece(job.seq, emit);
             }
             job.done = stop;
         }

@@ -5,6 +5,8 @@
 //! * `llama` — in-process llama.cpp through `llama-cpp-2` (feature `llama`, on by default).
 //! * `http` — llama-server, koboldcpp and OpenAI-compatible servers over HTTP (`--backend http`).
 //! * `scripted` — a deterministic fake for the driver's unit tests; never a stand-in for a real-backend test.
+//!
+//! What the streaming backends share — holding back a possible stop string while streaming — is [`stream`].
 
 use std::sync::atomic::AtomicBool;
 
@@ -18,6 +20,9 @@ pub mod http;
 #[cfg(feature = "llama")]
 pub mod llama;
 pub mod scripted;
+pub mod stream;
+
+pub use stream::find_stop;
 
 /// What to generate.
 pub struct GenRequest<'a> {
@@ -82,28 +87,4 @@ pub trait Backend {
     /// # Errors
     /// [`Interrupted`] on Ctrl-C, or the engine's failure.
     fn generate(&mut self, request: &GenRequest<'_>, on_piece: &mut dyn FnMut(&str)) -> Result<Generation>;
-}
-
-/// Finds the earliest stop string in `text` at or after byte `from` (callers pass the position where new text
-/// began, minus the longest stop string, so a stop string split across pieces is still found).
-#[must_use]
-pub fn find_stop(text: &str, stops: &[String], from: usize) -> Option<usize> {
-    let mut from = from.min(text.len());
-    while !text.is_char_boundary(from) {
-        from -= 1;
-    }
-    stops.iter().filter_map(|s| text[from..].find(s.as_str()).map(|i| i + from)).min()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn find_stop_finds_the_earliest_and_handles_char_boundaries() {
-        let stops = vec!["\n".to_string(), "END".to_string()];
-        assert_eq!(find_stop("abc END\nx", &stops, 0), Some(4));
-        assert_eq!(find_stop("héllo\n", &stops, 2), Some(6));
-        assert_eq!(find_stop("no stop", &stops, 0), None);
-    }
 }

@@ -15,7 +15,8 @@
 use anyhow::{anyhow, bail, Result};
 use serde_json::{json, Value};
 
-use super::{event_json, get_u32, Chunk, Done, EngineStop, Mapping, ServerInfo, SseEvent};
+use super::sse::{event_json, SseEvent};
+use super::wire::{differs, get_u32, Chunk, Done, EngineStop, Mapping, ServerInfo};
 use crate::config::{SamplerConfig, SamplerStage, DEFAULT_ORDER};
 
 /// Reads `/api/extra/true_max_context_length` and `/api/v1/model`.
@@ -56,7 +57,7 @@ fn stage_id(s: SamplerStage) -> Option<u8> {
 /// # Errors
 /// For a frequency penalty, which koboldcpp does not have.
 pub fn map(s: &SamplerConfig, max_tokens: u32, seed: u32, n_ctx: u32) -> Result<Mapping> {
-    if super::differs(s.frequency_penalty, 0.0) {
+    if differs(s.frequency_penalty, 0.0) {
         bail!(
             "sampler.frequency_penalty = {} cannot be honoured by koboldcpp, which has no frequency penalty: set it \
              to 0 (or use presence_penalty / repeat_penalty)",
@@ -139,7 +140,7 @@ pub fn parse_event(event: &SseEvent) -> Result<Option<Chunk>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::http::SseParser;
+    use crate::backend::http::sse::SseParser;
 
     #[test]
     fn maps_to_kobold_names_and_rejects_a_frequency_penalty() {

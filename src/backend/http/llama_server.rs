@@ -12,7 +12,8 @@
 use anyhow::{anyhow, Result};
 use serde_json::{json, Value};
 
-use super::{event_json, get_u32, server_message, Chunk, Done, EngineStop, Mapping, ServerInfo, SseEvent};
+use super::sse::{event_json, SseEvent};
+use super::wire::{get_u32, server_message, Chunk, Done, EngineStop, Mapping, ServerInfo};
 use crate::config::{SamplerConfig, SamplerStage};
 
 /// Reads `/props`.
@@ -131,7 +132,7 @@ pub fn parse_event(event: &SseEvent) -> Result<Option<Chunk>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::http::SseParser;
+    use crate::backend::http::sse::SseParser;
 
     fn events(s: &str) -> Vec<SseEvent> {
         SseParser::default().push(s.as_bytes()).unwrap()

@@ -16,7 +16,8 @@
 use anyhow::{anyhow, bail, Result};
 use serde_json::{json, Value};
 
-use super::{differs, event_json, get_u32, server_message, Chunk, Done, EngineStop, Mapping, ServerInfo, SseEvent};
+use super::sse::{event_json, SseEvent};
+use super::wire::{differs, get_u32, server_message, Chunk, Done, EngineStop, Mapping, ServerInfo};
 use crate::config::{SamplerConfig, DEFAULT_ORDER};
 
 /// Reads `/v1/models`: the first model's `id` and `max_model_len`.
@@ -157,7 +158,7 @@ pub fn parse_event(event: &SseEvent) -> Result<Option<Chunk>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::http::SseParser;
+    use crate::backend::http::sse::SseParser;
 
     #[test]
     fn maps_to_vllm_names_never_sends_stop_and_warns_about_what_it_cannot_honour() {
