@@ -20,7 +20,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
-use parrot::backend::llama::{backend, LlamaRole, LoadOptions};
+use parrot::backend::llama::{backend, LlamaBackend, LoadOptions};
 use parrot::backend::{Backend, GenRequest};
 use parrot::config::{Config, SamplerConfig, Syntax};
 use parrot::conversation::{run_conversation, Roles, Sink};
@@ -102,7 +102,7 @@ fn parrot_role(path: &Path, prompt: &str) -> (f64, f64, u32) {
         threads: Some(threads() as u32),
         ..LoadOptions::default()
     };
-    let mut role = LlamaRole::load(path, &opts).unwrap();
+    let mut role = LlamaBackend::load(path, &opts).unwrap();
     let sampler = SamplerConfig { temperature: 0.0, ..SamplerConfig::default() };
     let cancel = AtomicBool::new(false);
     let mut prompt_rates = Vec::new();
@@ -166,7 +166,7 @@ fn parrot_parallel(path: &Path, prompt: &str, p: usize) -> f64 {
         n_seq: p as u32,
         ..LoadOptions::default()
     };
-    let mut role = LlamaRole::load(path, &opts).unwrap();
+    let mut role = LlamaBackend::load(path, &opts).unwrap();
     let sampler = SamplerConfig { temperature: 0.0, ..SamplerConfig::default() };
     let cancel = AtomicBool::new(false);
     let req = GenRequest { prompt, max_tokens: PAR_TOKENS, sampler: &sampler, seed: 1, cancel: &cancel };
@@ -261,8 +261,8 @@ fn main() {
         ..LoadOptions::default()
     };
     let (assistant, user) = (&models[0], models.last().unwrap_or(&models[0]));
-    let mut a = LlamaRole::load(&assistant.1, &opts(4096)).unwrap();
-    let mut u = LlamaRole::load(&user.1, &opts(2048)).unwrap();
+    let mut a = LlamaBackend::load(&assistant.1, &opts(4096)).unwrap();
+    let mut u = LlamaBackend::load(&user.1, &opts(2048)).unwrap();
     let cancel = AtomicBool::new(false);
     let mut walls = Vec::new();
     let mut turns = 0;

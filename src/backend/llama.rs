@@ -1,7 +1,9 @@
 //! The in-process backend: llama.cpp through `llama-cpp-2`, one model and one context per role.
 //!
-//! * One `LlamaBackend` per process ([`backend`]); models are loaded once per path and live for the whole process
-//!   (leaked to `'static`), which lets a role own its `LlamaContext<'static>` next to its model.
+//! * One llama.cpp runtime (llama-cpp-2's `LlamaBackend`, imported here as `LlamaRuntime` so that parrot's
+//!   [`LlamaBackend`] keeps the name every `Backend` implementation has) per process ([`backend`]); models are
+//!   loaded once per path and live for the whole process (leaked to `'static`), which lets a role own its
+//!   `LlamaContext<'static>` next to its model.
 //! * Every file is checked by [`crate::gguf::inspect`] before llama.cpp sees it, so a missing, foreign or truncated
 //!   file is a clear error instead of an opaque null (or a debug assertion).
 //! * **KV-cache reuse.** A role remembers the tokens in its cache. A new prompt is tokenized, the longest common
@@ -25,7 +27,7 @@ use std::time::Instant;
 use anyhow::{anyhow, Context, Result};
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
-use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_backend::LlamaBackend as LlamaRuntime;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
@@ -42,19 +44,19 @@ use crate::transcript::{ModelRecord, StopReason};
 /// Tokens decoded per `llama_decode` call while evaluating a prompt.
 const N_BATCH: u32 = 512;
 
-static BACKEND: OnceLock<LlamaBackend> = OnceLock::new();
+static BACKEND: OnceLock<LlamaRuntime> = OnceLock::new();
 static MODELS: OnceLock<Mutex<HashMap<PathBuf, &'static LlamaModel>>> = OnceLock::new();
 
 /// The process-wide llama.cpp backend. llama.cpp's own log goes to `tracing` only with `-vv`.
 ///
 /// # Errors
 /// When llama.cpp cannot be initialised.
-pub fn backend(verbose: u8) -> Result<&'static LlamaBackend> {
+pub fn backend(verbose: u8) -> Result<&'static LlamaRuntime> {
     if let Some(b) = BACKEND.get() {
         return Ok(b);
     }
     llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default().with_logs_enabled(verbose >= 2));
-    let b = LlamaBackend::init().context("could not initialise llama.cpp")?;
+    let b = LlamaRuntime::init().context("could not initialise llama.cpp")?;
     Ok(BACKEND.get_or_init(|| b))
 }
 
@@ -99,7 +101,7 @@ fn load_model(path: &Path, gpu_layers: Option<u32>, verbose: u8) -> Result<&'sta
 }
 
 /// One role's model, context, chat template and cache state.
-pub struct LlamaRole {
+pub struct LlamaBackend {
     model: &'static LlamaModel,
     ctx: LlamaContext<'static>,
     template: ChatTemplate,
@@ -111,8 +113,8 @@ pub struct LlamaRole {
     n_ctx: u32,
 }
 
-/// One turn being generated on one sequence of a [`LlamaRole`]'s context. Created by [`LlamaRole::begin`],
-/// advanced by [`LlamaRole::step`] together with the other sequences' jobs, turned into a [`Generation`] by
+/// One turn being generated on one sequence of a [`LlamaBackend`]'s context. Created by [`LlamaBackend::begin`],
+/// advanced by [`LlamaBackend::step`] together with the other sequences' jobs, turned into a [`Generation`] by
 /// [`SeqJob::finish`].
 pub struct SeqJob {
     seq: usize,
@@ -165,7 +167,7 @@ fn piece_string(model: &LlamaModel, token: LlamaToken) -> String {
     String::from_utf8_lossy(&model.vocab().token_to_piece(token, true, None)).into_owned()
 }
 
-impl LlamaRole {
+impl LlamaBackend {
     /// Checks and loads the GGUF at `path` and creates its context.
     ///
     /// # Errors
@@ -215,7 +217,7 @@ impl LlamaRole {
             n_ctx,
             chat_template_source: template.source.clone(),
         };
-        Ok(LlamaRole {
+        Ok(LlamaBackend {
             model,
             n_ctx,
             ctx,
@@ -509,7 +511,7 @@ impl Utf8Stream {
     }
 }
 
-impl Backend for LlamaRole {
+impl Backend for LlamaBackend {
     fn describe(&self) -> ModelRecord {
         self.record.clone()
     }

@@ -12,13 +12,13 @@ use crate::backend::Backend;
 use crate::settings::{BackendSpec, Console, Role, Settings};
 
 #[cfg(feature = "llama")]
-use crate::backend::llama::{LlamaRole, LoadOptions};
+use crate::backend::llama::{LlamaBackend, LoadOptions};
 
 /// One role's opened backend.
 pub enum OpenBackend<'a> {
     /// An in-process model, kept in [`Backends`].
     #[cfg(feature = "llama")]
-    Llama(&'a mut LlamaRole),
+    Llama(&'a mut LlamaBackend),
     /// An HTTP server (or, for tests, any other backend).
     Http(Box<dyn Backend + 'a>),
 }
@@ -38,7 +38,7 @@ impl OpenBackend<'_> {
 #[derive(Default)]
 pub struct Backends {
     #[cfg(feature = "llama")]
-    llama: [Option<(String, LlamaRole)>; 2],
+    llama: [Option<(String, LlamaBackend)>; 2],
 }
 
 impl Backends {
@@ -78,7 +78,7 @@ fn open<'a>(
     console: &Console,
     s: &Settings,
     role: Role,
-    slot: &'a mut Option<(String, LlamaRole)>,
+    slot: &'a mut Option<(String, LlamaBackend)>,
     n_seq: u32,
     warn: bool,
 ) -> Result<OpenBackend<'a>> {
@@ -94,7 +94,7 @@ fn open<'a>(
     let key = format!("{path:?}|{options:?}");
     if slot.as_ref().is_none_or(|(k, _)| *k != key) {
         *slot = None;
-        *slot = Some((key, LlamaRole::load(path, &options)?));
+        *slot = Some((key, LlamaBackend::load(path, &options)?));
     }
     let (_, model) = slot.as_mut().ok_or_else(|| anyhow!("the {} model vanished", role.as_str()))?;
     Ok(OpenBackend::Llama(model))

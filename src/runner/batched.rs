@@ -14,7 +14,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use super::folder::OpenConversation;
 use super::sink::{cancel_flag, report};
 use super::{transcript_name, Outcome, Queue, Scheduler};
-use crate::backend::llama::{LlamaRole, SeqJob};
+use crate::backend::llama::{LlamaBackend, SeqJob};
 use crate::backend::{Backend, GenRequest};
 use crate::conversation::{Dialogue, Next, Sink, TurnPlan};
 use crate::settings::Console;
@@ -23,9 +23,9 @@ use crate::transcript::{EndReason, Speaker};
 /// P conversations at once on two in-process models.
 pub struct Batched<'a> {
     /// The assistant's model (loaded with at least `parallel` sequences).
-    pub assistant: &'a mut LlamaRole,
+    pub assistant: &'a mut LlamaBackend,
     /// The user's model (loaded with at least `parallel` sequences).
-    pub user: &'a mut LlamaRole,
+    pub user: &'a mut LlamaBackend,
     /// Slots.
     pub parallel: u32,
 }
@@ -49,8 +49,8 @@ fn run_parallel(
     console: &Console,
     queue: &Queue<'_>,
     parallel: usize,
-    assistant: &mut LlamaRole,
-    user: &mut LlamaRole,
+    assistant: &mut LlamaBackend,
+    user: &mut LlamaBackend,
     cancel: &AtomicBool,
 ) -> Result<Outcome> {
     let config = &queue.settings().config;
