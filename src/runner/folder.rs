@@ -262,10 +262,11 @@ impl<'a> Queue<'a> {
         Ok(Some((writer, old.turns)))
     }
 
-    /// Says on stderr how many conversations that had ended in `error` were retried.
-    pub fn report_retried(&self, console: &Console) {
+    /// Says on stderr how many conversations that had ended in `error` were retried (even when quiet: it is a
+    /// result, like the summary lines).
+    pub fn report_retried(&self) {
         let n = self.retried.load(Ordering::SeqCst);
-        if n > 0 && !console.quiet {
+        if n > 0 {
             let s = if n == 1 { "" } else { "s" };
             eprintln!("{}: retried {n} conversation{s} that had ended in error", self.job.out.display());
         }

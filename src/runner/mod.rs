@@ -141,7 +141,7 @@ pub fn run_job(console: &Console, job: &Job<'_>, backends: &mut Backends) -> Res
     let mut scheduler = pick(assistant, user, parallel, console);
     let mut outcome = scheduler.run(&queue, console)?;
     outcome.interrupted |= cancel_flag().load(Ordering::SeqCst);
-    queue.report_retried(console);
+    queue.report_retried();
     Ok(outcome)
 }
 
