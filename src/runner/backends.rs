@@ -67,8 +67,8 @@ impl Backends {
         }
         #[cfg(not(feature = "llama"))]
         {
-            let _ = parallel;
-            Ok((open_http(console, s, Role::Assistant, true)?, open_http(console, s, Role::User, true)?))
+            let _ = (console, parallel);
+            Ok((open_http(s, Role::Assistant, true)?, open_http(s, Role::User, true)?))
         }
     }
 }
@@ -83,7 +83,7 @@ fn open<'a>(
     warn: bool,
 ) -> Result<OpenBackend<'a>> {
     if s.role(role).backend.is_http() {
-        return open_http(console, s, role, warn);
+        return open_http(s, role, warn);
     }
     let path = s
         .role(role)
@@ -118,7 +118,7 @@ fn load_options(console: &Console, s: &Settings, role: Role, n_seq: u32) -> Load
 ///
 /// # Errors
 /// A server that cannot be reached, or a sampler setting the engine cannot express.
-pub fn open_http<'a>(console: &Console, s: &Settings, role: Role, warn: bool) -> Result<OpenBackend<'a>> {
+pub fn open_http<'a>(s: &Settings, role: Role, warn: bool) -> Result<OpenBackend<'a>> {
     let BackendSpec::Http { url, flavor } = &s.role(role).backend else {
         #[cfg(not(feature = "llama"))]
         anyhow::bail!(
@@ -129,7 +129,7 @@ pub fn open_http<'a>(console: &Console, s: &Settings, role: Role, warn: bool) ->
     };
     let warnings = check_sampler(*flavor, s.sampler(role))
         .map_err(|e| anyhow!("{} role on {flavor} at {url}: {e:#}", role.as_str()))?;
-    if warn && !console.quiet {
+    if warn {
         for w in warnings {
             eprintln!("parrot: warning: {} role on {flavor}: {w}", role.as_str());
         }

@@ -24,8 +24,8 @@ impl Scheduler for Workers {
         let outcome = Mutex::new(Outcome::default());
         let worker = || -> Result<()> {
             let s = queue.settings();
-            let mut assistant = open_http(console, s, Role::Assistant, false)?;
-            let mut user = open_http(console, s, Role::User, false)?;
+            let mut assistant = open_http(s, Role::Assistant, false)?;
+            let mut user = open_http(s, Role::User, false)?;
             let (assistant, user) = (assistant.backend(), user.backend());
             while let Some(opened) = queue.next(assistant, user, console, false) {
                 let mut mine = Outcome::default();

@@ -153,6 +153,7 @@ fn thousands_of_conversations_hold_only_a_few_transcripts_open() {
     }
     child.0.kill().unwrap();
     child.0.wait().unwrap();
+    eprintln!("transcripts open at once: at most {most} over {samples} samples of /proc/PID/fd");
     assert!(samples > 10, "too few samples of the open files: {samples}");
     assert!(most >= 1, "no transcript was ever seen open: the check would catch nothing");
     assert!(most <= 8 + 4, "{most} transcripts open at once with --parallel 8");
