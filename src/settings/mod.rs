@@ -299,6 +299,11 @@ pub fn resume(dir: &Path) -> Result<Plan> {
     let mut plan = match cli.command {
         crate::cli::Command::Run(args) if args.resume.is_none() => Plan::Run(Box::new(run(&args, invocation)?)),
         crate::cli::Command::Sweep(args) => Plan::Sweep(Box::new(sweep(&args, invocation)?)),
+        crate::cli::Command::Run(_) => bail!(
+            "--resume: '{}' records only a `--resume` (older parrot versions wrote that over the original command): \
+             rerun the original `parrot run` or `parrot sweep` command instead",
+            file.display()
+        ),
         _ => bail!("--resume: '{}' does not record a run or a sweep", file.display()),
     };
     match &mut plan {
@@ -469,6 +474,15 @@ mod tests {
         let e = crate::cli::Cli::try_parse_from(["parrot", "run", "--out", "x", "-n", "0", "--assistant-model", "a"])
             .unwrap_err();
         assert!(e.to_string().contains("-n 1 or more"), "{e}");
+    }
+
+    #[test]
+    fn a_record_of_only_a_resume_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = serde_json::json!({"command": ["parrot", "run", "--resume", "x"]});
+        std::fs::write(dir.path().join("run.json"), record.to_string()).unwrap();
+        let e = resume(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("rerun the original"), "{e}");
     }
 
     #[test]
