@@ -359,16 +359,16 @@ impl TranscriptWriter {
         Ok(w)
     }
 
-    /// Reopens the transcript `old` was read from, to continue it: the file keeps its header and complete turn
+    /// Reopens the transcript at `path`, whose content `bytes` was read as `old`, to continue it: the file keeps its
+    /// header and complete turn
     /// lines byte for byte, and loses its summary (an `interrupted` or `error` one) and any torn last line. When
     /// there is nothing to drop the file is only opened for appending; otherwise the kept bytes are written beside
     /// it, fsynced and renamed over it, so a crash at any point leaves either the old or the new file.
     ///
     /// # Errors
-    /// When the file cannot be read, written or renamed.
-    pub fn resume(path: &Path, old: &Transcript) -> Result<Self> {
-        let bytes = std::fs::read(path).with_context(|| format!("could not read transcript '{}'", path.display()))?;
-        let keep = complete_prefix(&bytes, 1 + old.turns.len());
+    /// When the file cannot be written or renamed.
+    pub fn resume(path: &Path, bytes: &[u8], old: &Transcript) -> Result<Self> {
+        let keep = complete_prefix(bytes, 1 + old.turns.len());
         let file = if keep == bytes.len() && bytes.ends_with(b"\n") {
             std::fs::OpenOptions::new().append(true).open(path)
         } else {
@@ -503,7 +503,8 @@ mod tests {
         drop(w);
         let kept = std::fs::read(&path).unwrap();
         // An `error` summary, then a torn line: both go, the first two lines stay exactly as they were.
-        let mut w = TranscriptWriter::resume(&path, &read_transcript_file(&path).unwrap()).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let mut w = TranscriptWriter::resume(&path, &bytes, &read_transcript(&bytes[..], "t").unwrap()).unwrap();
         let totals = SpeakerTotals::default();
         let summary = Summary {
             stop_reason: EndReason::Error,
@@ -519,9 +520,10 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes.extend_from_slice(b"{\"type\":\"tu");
         std::fs::write(&path, &bytes).unwrap();
-        let old = read_transcript_file(&path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let old = read_transcript(&bytes[..], "t").unwrap();
         assert_eq!(old.summary.as_ref().map(|s| s.stop_reason), Some(EndReason::Error), "{:?}", old.summary);
-        let mut w = TranscriptWriter::resume(&path, &old).unwrap();
+        let mut w = TranscriptWriter::resume(&path, &bytes, &old).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), kept);
         w.write(&Record::Turn(turn(1))).unwrap();
         drop(w);

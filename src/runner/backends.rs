@@ -61,8 +61,8 @@ impl Backends {
                 check_parallel_fits(s, parallel)?;
             }
             let [a, u] = &mut self.llama;
-            let a = open(console, s, Role::Assistant, a, parallel, true)?;
-            let u = open(console, s, Role::User, u, parallel, true)?;
+            let a = open(console, s, Role::Assistant, a, parallel)?;
+            let u = open(console, s, Role::User, u, parallel)?;
             Ok((a, u))
         }
         #[cfg(not(feature = "llama"))]
@@ -80,10 +80,9 @@ fn open<'a>(
     role: Role,
     slot: &'a mut Option<(String, LlamaBackend)>,
     n_seq: u32,
-    warn: bool,
 ) -> Result<OpenBackend<'a>> {
     if s.role(role).backend.is_http() {
-        return open_http(s, role, warn);
+        return open_http(s, role, true);
     }
     let path = s
         .role(role)

@@ -25,7 +25,7 @@ use super::Job;
 use crate::backend::Backend;
 use crate::settings::{Console, Invocation, Settings};
 use crate::transcript::{
-    read_transcript_file, EndReason, Header, TranscriptWriter, TurnRecord, FORMAT_NAME, FORMAT_VERSION,
+    read_transcript, EndReason, Header, TranscriptWriter, TurnRecord, FORMAT_NAME, FORMAT_VERSION,
 };
 
 /// File name of conversation `i`.
@@ -44,12 +44,14 @@ pub struct FolderLock {
 }
 
 impl FolderLock {
-    /// Creates `dir` if needed, checks that it is writable, and locks it.
+    /// Creates `dir` if needed and locks it (creating the lock file is what shows the folder writable).
     ///
     /// # Errors
     /// A folder that cannot be created or written, or that another process holds (the message names it).
     pub fn acquire(dir: &Path) -> Result<Self> {
-        check_out_dir(dir)?;
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!("output folder '{}' cannot be created: choose a writable --out folder", dir.display())
+        })?;
         let path = dir.join(LOCK_NAME);
         let mut file =
             OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).with_context(|| {
@@ -77,21 +79,6 @@ impl FolderLock {
         let _ = writeln!(file, "{}", std::process::id());
         Ok(FolderLock { _file: file })
     }
-}
-
-/// Makes sure `dir` exists and is writable, before any model is loaded.
-///
-/// # Errors
-/// When it cannot be created or written; the message names the folder and `--out`.
-pub fn check_out_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| {
-        format!("output folder '{}' cannot be created: choose a writable --out folder", dir.display())
-    })?;
-    let probe = dir.join(".parrot-write-test");
-    std::fs::write(&probe, b"")
-        .with_context(|| format!("output folder '{}' is not writable: choose another --out folder", dir.display()))?;
-    let _ = std::fs::remove_file(probe);
-    Ok(())
 }
 
 /// Writes `run.json` or `sweep.json` at `path`: `fields`, the command to rerun and its folder, and the history of
@@ -229,12 +216,13 @@ impl<'a> Queue<'a> {
 
     /// Opens one transcript: a new file, or an unfinished one to continue. `None` when it is finished.
     fn open_transcript(&self, path: &Path, header: &Header) -> Result<Option<(TranscriptWriter, Vec<TurnRecord>)>> {
-        // A file without one complete line was killed while its header was written: nothing in it to keep.
-        let has_header = std::fs::read(path).is_ok_and(|b| b.contains(&b'\n'));
-        if self.job.options.force || !has_header {
+        // Read once: to tell a new file from one to continue, to check it, and to keep its bytes. A file without one
+        // complete line was killed while its header was written: nothing in it to keep.
+        let bytes = std::fs::read(path).unwrap_or_default();
+        if self.job.options.force || !bytes.contains(&b'\n') {
             return Ok(Some((TranscriptWriter::create(path, header)?, Vec::new())));
         }
-        let old = read_transcript_file(path)
+        let old = read_transcript(&bytes[..], &path.display().to_string())
             .with_context(|| format!("cannot resume '{}': pass --force to start it over", path.display()))?;
         if old.header.config != header.config
             || old.header.seed != header.seed
@@ -258,7 +246,7 @@ impl<'a> Queue<'a> {
             Some(s) if s.stop_reason != EndReason::Interrupted => return Ok(None),
             _ => {}
         }
-        let writer = TranscriptWriter::resume(path, &old)?;
+        let writer = TranscriptWriter::resume(path, &bytes, &old)?;
         Ok(Some((writer, old.turns)))
     }
 
