@@ -73,10 +73,48 @@ pub struct ChatTemplate {
     eos_token: String,
     /// Whether messages are repaired for strict alternation (see the module docs).
     pub strict_alternation: bool,
+    /// Template instructions one render may run.
+    fuel: u64,
 }
 
 fn raise_exception(msg: String) -> Result<Value, Error> {
     Err(Error::new(ErrorKind::InvalidOperation, msg))
+}
+
+/// The current UTC time in `fmt`. chrono's `to_string()` panics on an invalid specifier; writing the format
+/// through `fmt::Write` turns that into an error the template reports.
+fn strftime_now(fmt: String) -> Result<String, Error> {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    write!(out, "{}", chrono::Utc::now().format(&fmt))
+        .map_err(|_| Error::new(ErrorKind::InvalidOperation, format!("strftime_now: invalid format {fmt:?}")))?;
+    Ok(out)
+}
+
+/// Template instructions one render may run. Rendering a long conversation takes a few dozen per message; the
+/// limit only stops templates that loop without end (a template is untrusted: it comes from the GGUF file or the
+/// server).
+const FUEL: u64 = 20_000_000;
+
+/// The longest prompt a template may render, in bytes: far above any context window, far below memory trouble.
+const MAX_RENDERED: usize = 64 << 20;
+
+/// A `fmt::Write` that fails once more than [`MAX_RENDERED`] bytes are written.
+struct Capped(String, bool);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_RENDERED {
+            self.1 = true;
+            return Err(std::io::Error::other(format!("the rendered prompt is too large (over {MAX_RENDERED} bytes)")));
+        }
+        // minijinja writes whole UTF-8 strings.
+        self.0.push_str(&String::from_utf8_lossy(buf));
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl ChatTemplate {
@@ -85,6 +123,11 @@ impl ChatTemplate {
     /// # Errors
     /// When the template does not compile, or cannot render the original tool's opening even after repair.
     pub fn new(text: &str, source: impl Into<String>, bos_token: &str, eos_token: &str) -> Result<Self> {
+        Self::with_fuel(text, source, bos_token, eos_token, FUEL)
+    }
+
+    /// [`ChatTemplate::new`] with a step limit of `fuel` per render.
+    fn with_fuel(text: &str, source: impl Into<String>, bos_token: &str, eos_token: &str, fuel: u64) -> Result<Self> {
         let source = source.into();
         let mut env = Environment::new();
         env.set_trim_blocks(true);
@@ -92,7 +135,8 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         minijinja_contrib::add_to_environment(&mut env);
         env.add_function("raise_exception", raise_exception);
-        env.add_function("strftime_now", |fmt: String| chrono::Utc::now().format(&fmt).to_string());
+        env.add_function("strftime_now", strftime_now);
+        env.set_fuel(Some(fuel));
         env.add_template_owned("chat", text.to_string())
             .map_err(|e| anyhow!("chat template '{source}' does not compile: {e}"))?;
         let mut t = ChatTemplate {
@@ -101,6 +145,7 @@ impl ChatTemplate {
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
             strict_alternation: false,
+            fuel,
         };
         let probe = [
             ChatMessage::new(Speaker::System, "s"),
@@ -118,13 +163,24 @@ impl ChatTemplate {
 
     fn render_raw(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
         let tmpl = self.env.get_template("chat")?;
-        tmpl.render(minijinja::context! {
+        let mut out = Capped(String::new(), false);
+        let ctx = minijinja::context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
             bos_token => &self.bos_token,
             eos_token => &self.eos_token,
-        })
-        .map_err(|e| anyhow!("chat template '{}' failed: {e}", self.source))
+        };
+        tmpl.render_to_write(ctx, &mut out).map_err(|e| {
+            let why = if e.kind() == ErrorKind::OutOfFuel {
+                format!("it ran more than {} steps (does it loop without end?)", self.fuel)
+            } else if out.1 {
+                format!("the rendered prompt is too large (over {MAX_RENDERED} bytes)")
+            } else {
+                e.to_string()
+            };
+            anyhow!("chat template '{}' failed: {why}", self.source)
+        })?;
+        Ok(out.0)
     }
 
     /// Renders `messages`, repairing them first if the template demands strict alternation.
@@ -254,5 +310,31 @@ mod tests {
         assert_eq!(select(None, Some("x"), Some("gemma3")).unwrap().1, "gguf");
         assert_eq!(select(None, None, Some("gemma3")).unwrap().1, "templates/gemma.jinja");
         assert!(select(Some("no-such-template"), None, None).unwrap_err().to_string().contains("built-in"));
+    }
+
+    #[test]
+    fn strftime_now_with_a_bad_format_is_an_error_not_a_panic() {
+        // chrono panics in `to_string()` on an invalid specifier; a template from a GGUF must not crash parrot.
+        let t = ChatTemplate::new("{{ strftime_now('%Y') }}{{ messages[0].content }}", "inline", "", "").unwrap();
+        assert!(t.render(&[ChatMessage::new(Speaker::User, "x")], false).unwrap().ends_with('x'));
+        let err = ChatTemplate::new("{{ strftime_now('%Q%') }}", "inline", "", "").err().expect("bad format fails");
+        assert!(format!("{err:#}").contains("strftime_now"), "{err:#}");
+    }
+
+    #[test]
+    fn a_template_that_loops_forever_runs_out_of_fuel() {
+        // Nested loops over a large range: without a step limit this renders for hours.
+        let src = "{% for a in range(100000) %}{% for b in range(100000) %}{% for c in range(100000) %}x\
+                   {% endfor %}{% endfor %}{% endfor %}";
+        // A small limit keeps the test fast; the real one is only larger.
+        let err = ChatTemplate::with_fuel(src, "inline", "", "", 100_000).err().expect("runs out of fuel");
+        assert!(format!("{err:#}").contains("steps"), "{err:#}");
+    }
+
+    #[test]
+    fn a_template_whose_output_is_huge_is_an_error() {
+        let src = "{{ 'x' * 100000000 }}";
+        let err = ChatTemplate::new(src, "inline", "", "").err().expect("output too large");
+        assert!(format!("{err:#}").contains("too large"), "{err:#}");
     }
 }
