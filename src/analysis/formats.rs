@@ -114,13 +114,28 @@ pub fn parse_reader_all<R: Read>(reader: R, name: &str, forced: Option<Format>) 
 }
 
 /// Checks UTF-8 and drops a byte-order mark, naming the line of the first bad byte.
+///
+/// A multi-byte character cut off at the very end (a write torn by a crash) drops the last line, as `run` treats a
+/// torn last line, instead of failing the whole file.
 fn decode(bytes: &[u8]) -> Result<&str> {
     let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
-    std::str::from_utf8(bytes).map_err(|e| {
-        let at = e.valid_up_to();
-        let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
-        anyhow!("not valid UTF-8: line {line}, byte {at} (is it a text transcript?)")
-    })
+    std::str::from_utf8(bytes)
+        .or_else(|e| {
+            if e.error_len().is_none() {
+                let at = e.valid_up_to();
+                let keep = bytes[..at].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                // The prefix up to `valid_up_to` is valid UTF-8 and a newline is a character boundary.
+                if let Ok(text) = std::str::from_utf8(&bytes[..keep]) {
+                    return Ok(text);
+                }
+            }
+            Err(e)
+        })
+        .map_err(|e| {
+            let at = e.valid_up_to();
+            let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+            anyhow!("not valid UTF-8: line {line}, byte {at} (is it a text transcript?)")
+        })
 }
 
 /// Parses text in a known or detected format.
@@ -731,6 +746,20 @@ Assistant Model: a.gguf\nUser Model: u.gguf\n\n=== system @ 0 ===\nS\n=== assist
         assert!(forced.contains("line 1"), "{forced}");
         let huge_line = "x".repeat(5_000_000);
         assert!(e(huge_line.as_bytes()).contains("unrecognised format"));
+    }
+
+    #[test]
+    fn a_torn_multibyte_character_at_the_end_drops_only_the_last_line() {
+        let text =
+            "[\n  {\"role\": \"user\", \"content\": \"hi\"},\n  {\"role\": \"assistant\", \"content\": \"yo\"}\n]\n";
+        let mut bytes = text.as_bytes().to_vec();
+        // A crash in the middle of writing "é" (0xC3 0xA9) on a new last line.
+        bytes.extend_from_slice(b"caf\xc3");
+        let c = parse_reader(&bytes[..], "f", None).unwrap();
+        assert_eq!(c.messages.len(), 2);
+        // A bad byte that is not at the end still fails, naming the line.
+        let e = format!("{:#}", parse_reader(&b"[]\n\xc3x\n"[..], "f", None).unwrap_err());
+        assert!(e.contains("not valid UTF-8: line 2"), "{e}");
     }
 
     #[test]
