@@ -90,7 +90,8 @@ impl GgufInfo {
         let head_dim = int("embedding_length")? / heads.max(1);
         let k = int("attention.key_length").unwrap_or(head_dim);
         let v = int("attention.value_length").unwrap_or(head_dim);
-        Some(layers * kv_heads * (k + v) * 2)
+        // Crafted metadata can hold any u64: an overflow means no estimate, never a panic or a wrapped figure.
+        layers.checked_mul(kv_heads)?.checked_mul(k.checked_add(v)?)?.checked_mul(2)
     }
 
     /// `<arch>.context_length`: the context the model was trained with.
@@ -123,6 +124,10 @@ struct Reader<R> {
     len: u64,
 }
 
+/// The longest metadata key or string value kept in memory. Chat templates, the longest strings parrot reads, are
+/// tens of KB; a crafted file could otherwise make parrot allocate its whole size for one string.
+const MAX_KEPT_STRING: u64 = 16 << 20;
+
 impl<R: Read> Reader<R> {
     fn bytes<const N: usize>(&mut self) -> Result<[u8; N]> {
         let mut buf = [0u8; N];
@@ -142,6 +147,9 @@ impl<R: Read> Reader<R> {
             bail!("is corrupt or truncated: a header string of {n} bytes runs past the end of the file");
         }
         if keep {
+            if n > MAX_KEPT_STRING {
+                bail!("is corrupt: a header string of {n} bytes (parrot reads at most {MAX_KEPT_STRING})");
+            }
             let mut buf = vec![0u8; usize::try_from(n)?];
             self.inner.read_exact(&mut buf).context("is truncated: it ends inside its header")?;
             self.pos += n;
@@ -330,5 +338,16 @@ mod tests {
         assert!(err.contains("truncated"), "{err}");
         let err = parse(&b[..40], 40).unwrap_err().to_string();
         assert!(err.contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn crafted_huge_dimensions_give_no_kv_estimate_instead_of_overflowing() {
+        let mut metadata = BTreeMap::new();
+        metadata.insert("general.architecture".to_string(), Value::Str("llama".into()));
+        for (k, v) in [("block_count", u64::MAX), ("attention.head_count", 1), ("embedding_length", u64::MAX)] {
+            metadata.insert(format!("llama.{k}"), Value::Int(i128::from(v)));
+        }
+        let info = GgufInfo { file_size: 0, version: 3, tensor_count: 0, metadata };
+        assert_eq!(info.kv_bytes_per_token(), None);
     }
 }
