@@ -170,7 +170,7 @@ impl ChatTemplate {
             bos_token => &self.bos_token,
             eos_token => &self.eos_token,
         };
-        tmpl.render_to_write(ctx, &mut out).map_err(|e| {
+        tmpl.render_captured_to(ctx, &mut out).map(drop).map_err(|e| {
             let why = if e.kind() == ErrorKind::OutOfFuel {
                 format!("it ran more than {} steps (does it loop without end?)", self.fuel)
             } else if out.1 {
