@@ -179,7 +179,11 @@ impl LlamaBackend {
         let trained = model.n_ctx_train();
         // llama.cpp pads each sequence's context to a multiple of 256; do it here so that the size recorded and
         // checked is the real one.
-        let n_ctx = opts.n_ctx.unwrap_or_else(|| opts.default_ctx.min(trained.max(512))).div_ceil(256) * 256;
+        let n_ctx = opts
+            .n_ctx
+            .unwrap_or_else(|| opts.default_ctx.min(trained.max(512)))
+            .checked_next_multiple_of(256)
+            .ok_or_else(|| anyhow!("n_ctx is too large"))?;
         let n_seq = opts.n_seq.max(1);
         let threads = opts.threads.map_or_else(
             || std::thread::available_parallelism().map_or(2, |n| i32::try_from(n.get()).unwrap_or(2)),
