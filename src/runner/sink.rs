@@ -75,7 +75,7 @@ impl ConsoleSink {
         }
         let style = self.style(speaker);
         let mut out = std::io::stdout().lock();
-        let _ = write!(out, "{style}{text}{style:#}");
+        let _ = write!(out, "{style}{}{style:#}", crate::output::terminal_safe(text));
         let _ = out.flush();
     }
 
@@ -130,7 +130,8 @@ pub fn report(path: &Path, summary: &Summary, outcome: &mut Outcome) {
         EndReason::Interrupted => outcome.interrupted = true,
         EndReason::Error => {
             outcome.failures += 1;
-            eprintln!("{}: error: {}", path.display(), summary.error.as_deref().unwrap_or_default());
+            let error = crate::output::terminal_safe(summary.error.as_deref().unwrap_or_default()).into_owned();
+            eprintln!("{}: error: {error}", path.display());
         }
         EndReason::Budget | EndReason::ContextFull => {}
     }
