@@ -12,6 +12,7 @@ pub mod formats;
 pub mod legacy;
 pub mod metrics;
 pub mod render;
+pub mod speakers;
 pub mod text;
 
 pub use dir::{analyze_paths, load_saved, save, DirAnalysis, FileError, ANALYSIS_VERSION};
@@ -207,6 +208,11 @@ pub struct ConversationAnalysis {
 /// Pure and deterministic.
 #[must_use]
 pub fn analyze(conv: &Conversation) -> ConversationAnalysis {
+    let original = conv;
+    // Speaker names inferred where the format records none are used exactly as configured ones; the original's
+    // score (`legacy`) keeps reading the conversation as its analyzer did.
+    let inferred = speakers::with_inferred_prefixes(conv);
+    let conv = inferred.as_ref().unwrap_or(conv);
     let detectors = detectors::run_all(conv);
     let first_onset =
         detectors.values().flat_map(|d| [&d.assistant, &d.user]).filter(|d| d.detected).filter_map(|d| d.onset).min();
@@ -228,7 +234,7 @@ pub fn analyze(conv: &Conversation) -> ConversationAnalysis {
         tokens_per_s: conv.tokens_per_s,
         complete: conv.complete,
         origin: conv.origin.clone(),
-        legacy: legacy::score(conv),
+        legacy: legacy::score(original),
         detectors,
         metrics: PerSpeaker {
             assistant: metrics::speaker_metrics(&speaker_texts(Speaker::Assistant)),

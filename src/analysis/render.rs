@@ -255,6 +255,55 @@ mod tests {
         assert_eq!(lines[1].split(',').count(), cols + 1);
     }
 
+    /// One onset definition: the first onset shown in the table, `--json`, `--csv` and the report's onset-curve
+    /// data is the same number (the 0-based assistant turn where the first detection begins).
+    #[test]
+    fn one_onset_in_table_json_csv_and_report() {
+        let loop_turn = "I look at the sea and I say the very same words again and again to you";
+        let mut msgs = vec![
+            r#"{"role":"assistant","content":"Good morning, the harbour is busy with boats today."}"#.to_string(),
+            r#"{"role":"user","content":"Tell me about the boats and the fishermen."}"#.to_string(),
+            r#"{"role":"assistant","content":"The fishermen mend their nets while gulls circle the masts above."}"#
+                .to_string(),
+        ];
+        for i in 0..5 {
+            msgs.push(format!(r#"{{"role":"user","content":"And then, number {i}?"}}"#));
+            msgs.push(format!(r#"{{"role":"assistant","content":"{loop_turn}"}}"#));
+        }
+        let text = format!("[{}]", msgs.join(","));
+        let conv = formats::parse_reader(text.as_bytes(), "runs/loop.json", None).unwrap();
+        let a = analyze(&conv);
+        let onset = a.first_onset.expect("the repeated turns are detected");
+        assert!(onset >= 1, "the first two assistant turns are healthy, onset {onset}");
+        let conversations = vec![a.clone()];
+        let dirs = vec![DirAnalysis {
+            dir: "runs".into(),
+            summary: DirSummary::of(&conversations, 0),
+            conversations,
+            errors: Vec::new(),
+            version: ANALYSIS_VERSION,
+            parrot_version: String::new(),
+            forced_format: None,
+            files: Vec::new(),
+        }];
+        let csv = render_csv(&dirs);
+        let lines: Vec<&str> = csv.lines().collect();
+        let col = lines[0].split(',').position(|h| h == "first_onset").unwrap();
+        assert_eq!(lines[1].split(',').nth(col), Some(onset.to_string().as_str()), "{csv}");
+        let v: serde_json::Value = serde_json::from_str(&render_json(&dirs).unwrap()).unwrap();
+        assert_eq!(v["folders"][0]["conversations"][0]["first_onset"], onset);
+        let table = render_table(&dirs);
+        let earliest = table
+            .lines()
+            .find(|l| l.contains("runs/loop.json"))
+            .unwrap()
+            .split_whitespace()
+            .filter_map(|w| w.rsplit_once('@').and_then(|(_, k)| k.parse::<usize>().ok()))
+            .min();
+        assert_eq!(earliest, Some(onset), "{table}");
+        assert_eq!(crate::report::turn_observation(&a), (onset as f64, true));
+    }
+
     #[test]
     fn table_lists_conversations_and_folder_rates() {
         let t = render_table(&dirs());

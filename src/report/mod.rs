@@ -238,11 +238,13 @@ pub fn km_median(points: &[(f64, f64)]) -> Option<f64> {
     points.iter().find(|p| p.1 <= 0.5).map(|p| p.0)
 }
 
-/// `(turns, broke)` for the onset curve over assistant turns: a conversation whose first detection began at
-/// assistant turn k broke after k + 1 turns; one without any is censored at its number of assistant turns.
-fn turn_observation(a: &ConversationAnalysis) -> (f64, bool) {
+/// `(turns, broke)` for the onset curve over assistant turns: the number of clean assistant turns before the
+/// first detection, which is its onset as `analyze` prints it (the 0-based index of the assistant turn where it
+/// begins, the one definition in `docs/detectors.md`); a conversation without any is censored at its number of
+/// assistant turns (all of them clean).
+pub(crate) fn turn_observation(a: &ConversationAnalysis) -> (f64, bool) {
     match a.first_onset {
-        Some(k) => ((k + 1) as f64, true),
+        Some(k) => (k as f64, true),
         None => (a.assistant_turns as f64, false),
     }
 }
