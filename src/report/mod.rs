@@ -294,28 +294,32 @@ pub struct Cell {
     pub v: Option<f64>,
     /// The text shown.
     pub text: String,
+    /// The 95% interval shown under it ("9–91%"), empty when there is none.
+    pub ci: String,
 }
 
 impl Cell {
     fn num(v: Option<f64>, decimals: usize) -> Self {
         match v {
-            Some(v) => Cell { v: Some(v), text: format!("{v:.decimals$}") },
-            None => Cell { v: None, text: "—".into() },
+            Some(v) => Cell { v: Some(v), text: format!("{v:.decimals$}"), ci: String::new() },
+            None => Cell { v: None, text: "—".into(), ci: String::new() },
         }
     }
-    /// A rate with its 95% interval in brackets ("16% (8–29)"); the plain rate when there is no interval.
+    /// A rate with its Wilson 95% interval ("16%" over "8–29%"); the plain rate when there is no interval.
     fn pct_interval(v: Option<f64>, interval: Option<Interval>) -> Self {
         match (v, interval) {
-            (Some(v), Some(i)) => {
-                Cell { v: Some(v), text: format!("{:.0}% ({:.0}–{:.0})", v * 100.0, i.low * 100.0, i.high * 100.0) }
-            }
+            (Some(v), Some(i)) => Cell {
+                v: Some(v),
+                text: format!("{:.0}%", v * 100.0),
+                ci: format!("{:.0}–{:.0}%", i.low * 100.0, i.high * 100.0),
+            },
             _ => Cell::pct(v),
         }
     }
     fn pct(v: Option<f64>) -> Self {
         match v {
-            Some(v) => Cell { v: Some(v), text: format!("{:.0}%", v * 100.0) },
-            None => Cell { v: None, text: "—".into() },
+            Some(v) => Cell { v: Some(v), text: format!("{:.0}%", v * 100.0), ci: String::new() },
+            None => Cell { v: None, text: "—".into(), ci: String::new() },
         }
     }
 }
@@ -745,7 +749,7 @@ pub fn render(sets: &[RunSet], options: &Options) -> Result<Rendered> {
         cells.push(Cell::pct_interval(summary.any_rate, conf.broken.interval));
         cells.push(match summary.median_onset_turns {
             Some(m) => Cell::num(Some(m), 0),
-            None if summary.samples > 0 => Cell { v: None, text: "not reached".into() },
+            None if summary.samples > 0 => Cell { v: None, text: "not reached".into(), ci: String::new() },
             None => Cell::num(None, 0),
         });
         cells.push(Cell::num(summary.tokens_per_s, 1));

@@ -255,7 +255,7 @@ fn twenty_run_sets_get_twenty_distinct_legend_entries() {
 fn rates_carry_intervals_and_the_baseline_comparison_is_said_in_words() {
     let html = render(&two_sets(), &Options::default()).unwrap().index;
     // 1 of 2 conversations: Wilson 95% interval 9–91%.
-    assert!(html.contains("50% (9–91)"), "no interval in the summary table");
+    assert!(html.contains("50%<span class=\"ci\" title=\"Wilson 95% interval\">9–91%</span>"), "no interval");
     let diff = &html[html.find("id=\"differences\"").expect("no differences section")..];
     assert!(diff.contains("against the baseline <strong>"), "baseline not named");
     assert!(diff.contains("single_turn_loop more often than baseline: 100% vs 50% (p = 1.000"), "{}", &diff[..2000]);
