@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+pub mod confidence;
 pub mod detectors;
 pub mod dir;
 pub mod formats;
@@ -13,6 +14,7 @@ pub mod legacy;
 pub mod metrics;
 pub mod render;
 pub mod speakers;
+pub mod stats;
 pub mod text;
 
 pub use dir::{analyze_paths, load_saved, save, DirAnalysis, FileError, ANALYSIS_VERSION};

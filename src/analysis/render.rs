@@ -1,13 +1,17 @@
 //! Renderers of folder analyses for `parrot analyze`: a readable table, one JSON document, or CSV rows (for pandas
 //! and spreadsheets). Pure: each takes the [`DirAnalysis`] of every folder and returns the text; the command
-//! writes it to stdout or `--out`.
+//! writes it to stdout or `--out`. The table and the JSON also carry [`confidence`]: 95% intervals of every
+//! rate and mean (what each counts is said there and in the table's footnote) and the tests against the
+//! baseline folder (index `baseline`, the first unless `--baseline` says otherwise).
 
 use std::fmt::Write as _;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use super::confidence::{self, Comparison, DirConfidence};
 use super::dir::{DirAnalysis, ANALYSIS_VERSION};
+use super::stats::Interval;
 use super::{detectors, ConversationAnalysis, Detection, Metrics};
 
 /// The `--json` document.
@@ -16,15 +20,31 @@ struct JsonDocument<'a> {
     parrot_version: &'a str,
     analysis_version: u32,
     folders: &'a [DirAnalysis],
+    /// Per folder, in the order of `folders`.
+    confidence: Vec<DirConfidence>,
+    /// The folder the others are tested against.
+    baseline: Option<&'a str>,
+    comparisons: Vec<Comparison>,
+    /// Per other folder: conversations per set for 80% power to detect its "any phenomenon" difference.
+    sample_size_80_power: Vec<(String, Option<u64>)>,
 }
 
-/// Renders everything as one JSON document: `{parrot_version, analysis_version, folders: [DirAnalysis…]}`.
+/// Renders everything as one JSON document: `{parrot_version, analysis_version, folders: [DirAnalysis…],
+/// confidence: [DirConfidence…], baseline, comparisons, sample_size_80_power}`.
 ///
 /// # Errors
 /// Never in practice (serialization of plain data).
-pub fn render_json(dirs: &[DirAnalysis]) -> Result<String> {
-    let doc =
-        JsonDocument { parrot_version: env!("CARGO_PKG_VERSION"), analysis_version: ANALYSIS_VERSION, folders: dirs };
+pub fn render_json(dirs: &[DirAnalysis], baseline: usize) -> Result<String> {
+    let confidence: Vec<DirConfidence> = dirs.iter().map(confidence::of_dir).collect();
+    let doc = JsonDocument {
+        parrot_version: env!("CARGO_PKG_VERSION"),
+        analysis_version: ANALYSIS_VERSION,
+        folders: dirs,
+        comparisons: confidence::compare(&confidence, baseline),
+        sample_size_80_power: confidence::sample_sizes(&confidence, baseline),
+        baseline: (dirs.len() > 1).then(|| dirs.get(baseline).map(|d| d.dir.as_str())).flatten(),
+        confidence,
+    };
     let mut s = serde_json::to_string_pretty(&doc).context("could not serialize the analysis")?;
     s.push('\n');
     Ok(s)
@@ -154,7 +174,7 @@ fn phenomena(c: &ConversationAnalysis) -> String {
 /// Renders the readable table: one line per conversation, then a summary per folder with the rate of every
 /// phenomenon. Onsets are assistant-turn indices; `A` is the assistant, `U` the user.
 #[must_use]
-pub fn render_table(dirs: &[DirAnalysis]) -> String {
+pub fn render_table(dirs: &[DirAnalysis], baseline: usize) -> String {
     let mut out = String::new();
     let width = dirs
         .iter()
@@ -184,7 +204,8 @@ pub fn render_table(dirs: &[DirAnalysis]) -> String {
             );
         }
     }
-    for d in dirs {
+    let confs: Vec<DirConfidence> = dirs.iter().map(confidence::of_dir).collect();
+    for (d, conf) in dirs.iter().zip(&confs) {
         let s = &d.summary;
         let _ = writeln!(
             out,
@@ -200,26 +221,72 @@ pub fn render_table(dirs: &[DirAnalysis]) -> String {
         if s.conversations == 0 {
             continue;
         }
+        let mb = conf.median_first_break;
+        let turn = |t: Option<f64>| t.map_or_else(|| "not reached".to_string(), |t| format!("{t:.0}"));
         let _ = writeln!(
             out,
-            "  {:<22} {:>9} {:>6} {:>6} {:>10} {:>9}",
+            "  95% intervals: loop density {}; response {} characters; first break: median {} turns ({}–{})",
+            mean_interval(conf.loop_density, 3),
+            mean_interval(conf.response_length, 1),
+            turn(mb.estimate),
+            turn(mb.low),
+            turn(mb.high)
+        );
+        let _ = writeln!(
+            out,
+            "  {:<22} {:>15} {:>15} {:>15} {:>10} {:>9}",
             "phenomenon", "assistant", "user", "any", "mean onset", "severity"
         );
         for (name, r) in &s.rates {
             let onset = r.mean_onset.map_or_else(|| "-".to_string(), |o| format!("{o:.1}"));
+            let c = conf.rates.iter().find(|(n, _)| n == name).map(|(_, c)| c);
+            let cell = |f: fn(&confidence::PhenomenonConfidence) -> &confidence::Rate, rate: f64| {
+                c.and_then(|c| f(c).interval).map_or_else(|| format!("{:.0}%", 100.0 * rate), rate_interval)
+            };
             let _ = writeln!(
                 out,
-                "  {:<22} {:>8.0}% {:>5.0}% {:>5.0}% {:>10} {:>9.2}",
+                "  {:<22} {:>15} {:>15} {:>15} {:>10} {:>9.2}",
                 name,
-                100.0 * r.assistant,
-                100.0 * r.user,
-                100.0 * r.any,
+                cell(|c| &c.assistant, r.assistant),
+                cell(|c| &c.user, r.user),
+                cell(|c| &c.any, r.any),
                 onset,
                 r.mean_severity
             );
         }
     }
+    let comparisons = confidence::compare(&confs, baseline);
+    if !comparisons.is_empty() {
+        let _ = writeln!(out, "\nagainst baseline {} (Fisher's exact / log-rank, Holm-adjusted):", dirs[baseline].dir);
+        for c in &comparisons {
+            let mark = if c.significant { "*" } else { " " };
+            let _ = writeln!(out, "{mark} {}: {}", c.dir, c.sentence);
+        }
+        for (dir, n) in confidence::sample_sizes(&confs, baseline) {
+            if let Some(n) = n {
+                let _ = writeln!(
+                    out,
+                    "  {dir}: {n} conversations per set would detect its difference in 'any' rate with 80% power"
+                );
+            }
+        }
+    }
+    if !dirs.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nRates count conversations (Wilson 95% interval in brackets); means count conversations (seeded \
+             bootstrap 95%); first break counts assistant turns (Kaplan-Meier, censored at the last turn)."
+        );
+    }
     out
+}
+
+fn rate_interval(i: Interval) -> String {
+    format!("{:.0}% ({:.0}-{:.0})", 100.0 * i.estimate, 100.0 * i.low, 100.0 * i.high)
+}
+
+fn mean_interval(i: Option<Interval>, digits: usize) -> String {
+    i.map_or_else(|| "-".to_string(), |i| format!("{:.digits$} ({:.digits$}-{:.digits$})", i.estimate, i.low, i.high))
 }
 
 #[cfg(test)]
@@ -306,12 +373,15 @@ mod tests {
 
     #[test]
     fn table_lists_conversations_and_folder_rates() {
-        let t = render_table(&dirs());
+        let t = render_table(&dirs(), 0);
         assert!(t.contains("runs/a,b.json"));
         assert!(t.contains("runs: 1 conversation(s), 0 error(s)"));
         assert!(t.contains("rejection"));
-        let json = render_json(&dirs()).unwrap();
+        let json = render_json(&dirs(), 0).unwrap();
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["folders"][0]["conversations"][0]["format"], "chat_json");
+        assert_eq!(v["confidence"][0]["broken"]["of"], 1);
+        assert!(v["confidence"][0]["loop_density"]["low"].is_number());
+        assert!(t.contains("Wilson 95% interval"), "{t}");
     }
 }

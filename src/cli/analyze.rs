@@ -28,6 +28,10 @@ pub struct AnalyzeArgs {
     /// Do not save `analysis.json` beside the folders analyzed.
     #[arg(long)]
     pub no_save: bool,
+    /// The folder the others are tested against (Fisher's exact and log-rank, Holm-adjusted): one of the PATHs
+    /// as given. Default: the first.
+    #[arg(long, value_name = "PATH")]
+    pub baseline: Option<PathBuf>,
     /// Recompute even when a folder's saved `analysis.json` is up to date.
     #[arg(long)]
     pub recompute: bool,

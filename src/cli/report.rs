@@ -30,4 +30,8 @@ pub struct ReportArgs {
     /// that the next report reuses it).
     #[arg(long)]
     pub no_save: bool,
+    /// The run set the others are tested against (Fisher's exact and log-rank, Holm-adjusted): one of the
+    /// RUN_DIRs as given. Default: the first.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub baseline: Option<PathBuf>,
 }

@@ -3,12 +3,13 @@
 //! table, JSON, CSV) and writes it to stdout or `--out`. Only [`run`] writes.
 //!
 //! A bad file never stops the others: it is reported as `PATH: what is wrong` on stderr, and the exit code is 1
-//! at the end.
+//! at the end. A PATH that does not exist is a mistake on the command line instead: one line naming it, exit 2,
+//! nothing analyzed or printed.
 
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::analysis::dir::{analyze_paths_with, AnalyzeOptions};
 use crate::analysis::render::{render_csv, render_json, render_table};
@@ -17,15 +18,29 @@ use crate::cli::{AnalyzeArgs, GlobalArgs};
 /// Runs `parrot analyze`.
 ///
 /// # Errors
-/// When the output cannot be written. Bad transcripts are not errors: they are reported and make the exit code 1.
+/// When a PATH does not exist or the output cannot be written. Bad transcripts are not errors: they are reported and make the exit code 1.
 pub fn run(global: &GlobalArgs, args: AnalyzeArgs) -> Result<ExitCode> {
+    if let Some(missing) = args.paths.iter().find(|p| !p.exists()) {
+        bail!("'{}': no such file or folder; pass transcript files or run folders", missing.display());
+    }
     let options = AnalyzeOptions {
         forced: args.format,
         reuse_saved: !args.recompute,
         save: !args.no_save,
         ..AnalyzeOptions::default()
     };
+    if let Some(b) = &args.baseline {
+        if !args.paths.contains(b) {
+            bail!("--baseline '{}' is not one of the PATHs given; pass one of them as given", b.display());
+        }
+    }
     let (dirs, warnings) = analyze_paths_with(&args.paths, &options);
+    // The folder analysis labels each folder as given on the command line.
+    let baseline = args
+        .baseline
+        .as_ref()
+        .and_then(|b| dirs.iter().position(|d| std::path::Path::new(&d.dir) == b.as_path()))
+        .unwrap_or(0);
     let mut stderr = std::io::stderr().lock();
     let mut failed = false;
     for d in &dirs {
@@ -38,11 +53,11 @@ pub fn run(global: &GlobalArgs, args: AnalyzeArgs) -> Result<ExitCode> {
         writeln!(stderr, "warning: {w}")?;
     }
     let rendered = if args.json {
-        render_json(&dirs)?
+        render_json(&dirs, baseline)?
     } else if args.csv {
         render_csv(&dirs)
     } else {
-        render_table(&dirs)
+        render_table(&dirs, baseline)
     };
     match &args.out {
         Some(path) => std::fs::write(path, rendered)

@@ -28,7 +28,9 @@ use minijinja::{AutoEscape, Environment};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::analysis::confidence::{self, Comparison, DirConfidence};
 use crate::analysis::dir::Analyzed;
+use crate::analysis::stats::Interval;
 use crate::analysis::{Conversation, ConversationAnalysis};
 use crate::transcript::Speaker;
 use charts::{Bins, Curve, Figure, Mark, ScatterPoint};
@@ -120,11 +122,13 @@ pub struct Options {
     pub generated: String,
     /// The most conversations shown in full inside the index; with more, each gets a page of its own.
     pub inline_max: usize,
+    /// The run set (index) the others are tested against; the first by default.
+    pub baseline: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { generated: String::new(), inline_max: INLINE_MAX }
+        Self { generated: String::new(), inline_max: INLINE_MAX, baseline: 0 }
     }
 }
 
@@ -243,10 +247,8 @@ pub fn km_median(points: &[(f64, f64)]) -> Option<f64> {
 /// begins, the one definition in `docs/detectors.md`); a conversation without any is censored at its number of
 /// assistant turns (all of them clean).
 pub(crate) fn turn_observation(a: &ConversationAnalysis) -> (f64, bool) {
-    match a.first_onset {
-        Some(k) => (k as f64, true),
-        None => (a.assistant_turns as f64, false),
-    }
+    let o = crate::analysis::confidence::observation(a);
+    (o.time, o.event)
 }
 
 /// `(tokens, broke)` when the format recorded tokens; `None` when it did not.
@@ -292,19 +294,32 @@ pub struct Cell {
     pub v: Option<f64>,
     /// The text shown.
     pub text: String,
+    /// The 95% interval shown under it ("9–91%"), empty when there is none.
+    pub ci: String,
 }
 
 impl Cell {
     fn num(v: Option<f64>, decimals: usize) -> Self {
         match v {
-            Some(v) => Cell { v: Some(v), text: format!("{v:.decimals$}") },
-            None => Cell { v: None, text: "—".into() },
+            Some(v) => Cell { v: Some(v), text: format!("{v:.decimals$}"), ci: String::new() },
+            None => Cell { v: None, text: "—".into(), ci: String::new() },
+        }
+    }
+    /// A rate with its Wilson 95% interval ("16%" over "8–29%"); the plain rate when there is no interval.
+    fn pct_interval(v: Option<f64>, interval: Option<Interval>) -> Self {
+        match (v, interval) {
+            (Some(v), Some(i)) => Cell {
+                v: Some(v),
+                text: format!("{:.0}%", v * 100.0),
+                ci: format!("{:.0}–{:.0}%", i.low * 100.0, i.high * 100.0),
+            },
+            _ => Cell::pct(v),
         }
     }
     fn pct(v: Option<f64>) -> Self {
         match v {
-            Some(v) => Cell { v: Some(v), text: format!("{:.0}%", v * 100.0) },
-            None => Cell { v: None, text: "—".into() },
+            Some(v) => Cell { v: Some(v), text: format!("{:.0}%", v * 100.0), ci: String::new() },
+            None => Cell { v: None, text: "—".into(), ci: String::new() },
         }
     }
 }
@@ -570,6 +585,12 @@ struct Page {
     variations: Vec<Variation>,
     phenomena: Vec<String>,
     sets: Vec<SetView>,
+    /// The run set the others are tested against, when there are others.
+    baseline: Option<String>,
+    /// Each test against the baseline, in words, with whether it is significant after Holm's adjustment.
+    comparisons: Vec<Comparison>,
+    /// Per other run set: conversations per set for 80% power to detect its difference in "any" rate.
+    sample_sizes: Vec<(String, Option<u64>)>,
     total: usize,
     scatter_svg: String,
     onset_turns_svg: Option<String>,
@@ -710,18 +731,25 @@ pub fn render(sets: &[RunSet], options: &Options) -> Result<Rendered> {
     let onset_turns_svg = svg_of("onset_turns")?;
     let onset_tokens_svg = svg_of("onset_tokens")?;
     let mut set_views = Vec::new();
+    let confs: Vec<DirConfidence> = sets
+        .iter()
+        .enumerate()
+        .map(|(i, set)| confidence::of_conversations(&labels[i], set.items.iter().map(|it| &it.analysis)))
+        .collect();
     for (i, set) in sets.iter().enumerate() {
         let summary = summarize(set, &phenomena);
+        let conf = &confs[i];
+        let rate_interval = |name: &str| conf.rates.iter().find(|(n, _)| n == name).and_then(|(_, r)| r.any.interval);
         let mut cells = vec![
             Cell::num(Some(summary.samples as f64), 0),
             Cell::num(summary.avg_response_length, 1),
             Cell::num(summary.avg_loop_density, 4),
         ];
-        cells.extend(summary.rates.iter().map(|r| Cell::pct(*r)));
-        cells.push(Cell::pct(summary.any_rate));
+        cells.extend(summary.rates.iter().zip(&phenomena).map(|(r, p)| Cell::pct_interval(*r, rate_interval(p))));
+        cells.push(Cell::pct_interval(summary.any_rate, conf.broken.interval));
         cells.push(match summary.median_onset_turns {
             Some(m) => Cell::num(Some(m), 0),
-            None if summary.samples > 0 => Cell { v: None, text: "not reached".into() },
+            None if summary.samples > 0 => Cell { v: None, text: "not reached".into(), ci: String::new() },
             None => Cell::num(None, 0),
         });
         cells.push(Cell::num(summary.tokens_per_s, 1));
@@ -781,6 +809,9 @@ pub fn render(sets: &[RunSet], options: &Options) -> Result<Rendered> {
         variations,
         phenomena,
         sets: set_views,
+        baseline: (sets.len() > 1).then(|| labels.get(options.baseline).cloned()).flatten(),
+        comparisons: confidence::compare(&confs, options.baseline),
+        sample_sizes: confidence::sample_sizes(&confs, options.baseline),
         total,
         scatter_svg,
         onset_turns_svg,

@@ -251,3 +251,15 @@ fn twenty_run_sets_get_twenty_distinct_legend_entries() {
     assert_eq!(swatches.len(), 20);
     assert!(html.contains("repeat_penalty=1.19"));
 }
+
+#[test]
+fn rates_carry_intervals_and_the_baseline_comparison_is_said_in_words() {
+    let html = render(&two_sets(), &Options::default()).unwrap().index;
+    // 1 of 2 conversations: Wilson 95% interval 9–91%.
+    assert!(html.contains("50%<span class=\"ci\" title=\"Wilson 95% interval\">9–91%</span>"), "no interval");
+    let diff = &html[html.find("id=\"differences\"").expect("no differences section")..];
+    assert!(diff.contains("against the baseline <strong>"), "baseline not named");
+    assert!(diff.contains("single_turn_loop more often than baseline: 100% vs 50% (p = 1.000"), "{}", &diff[..2000]);
+    assert!(diff.contains("breaks "), "no log-rank sentence");
+    assert!(!diff[..diff.find("</ul>").unwrap()].contains("class=\"significant\""), "2 vs 1 conversations is noise");
+}

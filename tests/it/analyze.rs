@@ -171,3 +171,14 @@ fn a_good_file_alone_exits_zero_and_format_can_be_forced() {
     assert_eq!(out.status.code(), Some(2), "clap rejects an unknown format");
     assert!(stderr(&out).contains("unknown format 'xml'"));
 }
+
+#[test]
+fn a_missing_path_prints_only_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&["analyze", dir.path().join("nope").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "no table: {}", String::from_utf8_lossy(&out.stdout));
+    let err = stderr(&out);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("nope': no such file or folder"), "{err}");
+}

@@ -118,20 +118,28 @@ fn untrusted_text_appears_only_escaped() {
     assert_eq!(html.matches("<script").count(), 1, "only the page's own sorting script");
 }
 
+/// Runs `parrot report` on `dirs`, expecting the one-line error of a bad run set: exit 2, nothing written.
+fn report_refused(dirs: &[String]) -> String {
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("report");
+    let output =
+        parrot().arg("report").arg("--no-save").args(dirs).arg("--out").arg(&target).output().expect("no parrot");
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(!target.exists(), "nothing may be written");
+    assert!(output.stdout.is_empty());
+    let err = stderr(&output);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    err
+}
+
 #[test]
-fn empty_and_missing_folders_still_give_a_page() {
+fn missing_and_empty_run_sets_are_one_line_errors() {
     let empty = tempfile::tempdir().unwrap();
     let missing = empty.path().join("does-not-exist");
-    let dirs = [empty.path().display().to_string(), missing.display().to_string()];
-    let (_dir, html, output) = report(&dirs, &[]);
-    assert_eq!(output.status.code(), Some(1));
-    let err = stderr(&output);
-    assert!(err.contains("no conversations could be read"), "{err}");
-    assert!(err.contains("does-not-exist: no such file or folder"), "{err}");
-    assert!(html.contains("None of the run folders holds a conversation that could be read."));
-    assert!(html.contains("no such file or folder"));
-    let legend = &html[html.find("id=\"legend\"").unwrap()..html.find("id=\"summary-table\"").unwrap()];
-    assert_eq!(legend.matches("<li").count(), 2, "each argument is a run set of its own");
+    let err = report_refused(&[fixture("pen11"), missing.display().to_string()]);
+    assert!(err.contains("does-not-exist': no such file or folder"), "{err}");
+    let err = report_refused(&[empty.path().display().to_string(), fixture("pen11")]);
+    assert!(err.contains("holds no readable conversation"), "{err}");
 }
 
 #[test]
