@@ -357,9 +357,9 @@ mod tests {
         let lines: Vec<&str> = csv.lines().collect();
         let col = lines[0].split(',').position(|h| h == "first_onset").unwrap();
         assert_eq!(lines[1].split(',').nth(col), Some(onset.to_string().as_str()), "{csv}");
-        let v: serde_json::Value = serde_json::from_str(&render_json(&dirs).unwrap()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&render_json(&dirs, 0).unwrap()).unwrap();
         assert_eq!(v["folders"][0]["conversations"][0]["first_onset"], onset);
-        let table = render_table(&dirs);
+        let table = render_table(&dirs, 0);
         let earliest = table
             .lines()
             .find(|l| l.contains("runs/loop.json"))
