@@ -35,6 +35,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub mod client;
+pub mod fleet;
 pub mod koboldcpp;
 pub mod llama_server;
 pub mod openai;
