@@ -155,6 +155,7 @@ impl<'c> Dialogue<'c> {
                     max_tokens: None,
                     tokens_so_far: d.tokens_so_far,
                     timings: None,
+                    endpoint: None,
                 };
                 sink.turn(&record)?;
                 d.history.push((m.role, m.content.clone()));
@@ -297,6 +298,7 @@ impl<'c> Dialogue<'c> {
                 generation_ms: g.generation_ms,
                 tokens_per_s: if g.generation_ms > 0.0 { f64::from(g.tokens) * 1000.0 / g.generation_ms } else { 0.0 },
             }),
+            endpoint: g.endpoint,
         };
         self.totals_mut(plan.speaker).add(&record);
         sink.turn(&record)?;

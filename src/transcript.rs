@@ -178,6 +178,10 @@ pub struct TurnRecord {
     /// Timings (absent for opening messages).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timings: Option<Timings>,
+    /// HTTP turns only: the endpoint that produced the turn, as `scheme://host:port` built from the parsed URL
+    /// (never credentials, path or query). Absent in-process and in transcripts written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -474,7 +478,20 @@ mod tests {
             max_tokens: Some(512),
             tokens_so_far: 2,
             timings: Some(Timings::default()),
+            endpoint: None,
         }
+    }
+
+    #[test]
+    fn turn_endpoint_round_trips_and_old_turns_without_it_still_read() {
+        let old = r#"{"index":0,"speaker":"assistant","text":"hi"}"#;
+        let t: TurnRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(t.endpoint, None);
+        let with = TurnRecord { endpoint: Some("http://127.0.0.1:8081".into()), ..turn(3) };
+        let line = serde_json::to_string(&with).unwrap();
+        assert!(line.contains(r#""endpoint":"http://127.0.0.1:8081""#), "{line}");
+        assert_eq!(serde_json::from_str::<TurnRecord>(&line).unwrap(), with);
+        assert!(!serde_json::to_string(&turn(0)).unwrap().contains("endpoint"));
     }
 
     #[test]

@@ -129,6 +129,7 @@ pub fn write_conversation(path: &Path, i: usize, vocab: &[String], tokens: u64, 
                 max_tokens: Some(512),
                 tokens_so_far: so_far,
                 timings: None,
+                endpoint: None,
             }))
             .unwrap();
             index += 1;

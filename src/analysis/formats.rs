@@ -693,6 +693,7 @@ Assistant Model: a.gguf\nUser Model: u.gguf\n\n=== system @ 0 ===\nS\n=== assist
             max_tokens: Some(64),
             tokens_so_far: 7 * u64::from(index + 1),
             timings: None,
+            endpoint: None,
         }
     }
 

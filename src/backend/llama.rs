@@ -159,6 +159,7 @@ impl SeqJob {
             stop_reason: self.done.unwrap_or(StopReason::Error),
             prompt_ms: self.prompt_ms,
             generation_ms: self.gen_started.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0),
+            endpoint: None,
         }
     }
 }

@@ -55,6 +55,8 @@ pub struct Generation {
     pub prompt_ms: Millis,
     /// Generation time.
     pub generation_ms: Millis,
+    /// The HTTP endpoint that produced the turn, as `scheme://host:port` (never credentials); `None` in-process.
+    pub endpoint: Option<String>,
 }
 
 /// Returned (as the error) when generation was cancelled by Ctrl-C.

@@ -103,6 +103,7 @@ impl Backend for Scripted {
             stop_reason,
             prompt_ms: 0.0,
             generation_ms: 1.0,
+            endpoint: None,
         })
     }
 }

@@ -75,6 +75,7 @@ fn write_looping_transcript(path: &Path) {
                 max_tokens: Some(256),
                 tokens_so_far: so_far,
                 timings: None,
+                endpoint: None,
             }))
             .unwrap();
             index += 1;

@@ -393,6 +393,7 @@ fn llama_server_flavor_maps_fields_stop_reasons_counts_and_timings() {
     assert!((timings.prompt_ms - 12.5).abs() < 1e-9 && (timings.generation_ms - 20.0).abs() < 1e-9);
     for turn in &turns {
         assert!(turn.prompt_tokens > 0);
+        assert_eq!(turn.endpoint.as_deref(), Some(server.url().trim_end_matches('/')), "each turn names its endpoint");
     }
     assert_eq!(turns[0].prompt_tokens, turns[0].prompt_tokens_evaluated);
 

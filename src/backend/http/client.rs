@@ -483,6 +483,7 @@ impl HttpBackend {
             stop_reason,
             prompt_ms,
             generation_ms,
+            endpoint: super::fleet::endpoint_label(&self.opts.url).ok(),
         })
     }
 }

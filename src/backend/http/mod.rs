@@ -4,6 +4,7 @@
 //!
 //! * [`client`] — the [`HttpBackend`]: connecting, JSON calls, retries with backoff, streaming a turn;
 //! * [`sse`] — Server-Sent Events framing, pure;
+//! * [`fleet`] — one role over several endpoints: choice, health, consistency, endpoint labels; pure;
 //! * [`wire`] — the shapes every flavor reads answers into and builds requests from, and [`check_sampler`];
 //! * [`llama_server`], [`koboldcpp`], [`openai`] — each flavor's field map and stream parser.
 //!
@@ -35,6 +36,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub mod client;
+pub mod fleet;
 pub mod koboldcpp;
 pub mod llama_server;
 pub mod openai;
