@@ -110,7 +110,7 @@ pub struct Header {
     pub format_version: u32,
     /// Version of parrot that wrote the file.
     pub parrot_version: String,
-    /// When the conversation started (RFC 3339, UTC).
+    /// When the conversation started (RFC 3339, UTC, to the millisecond; older files: to the second).
     pub started: String,
     /// The fully resolved configuration, flags applied (see `config.rs` for the keys).
     pub config: serde_json::Value,
