@@ -126,6 +126,10 @@ pub struct Header {
     pub seed: u32,
     /// Position of this conversation in its run (0 for the first of `-n N`).
     pub conversation_index: u32,
+    /// The CPU code parrot's in-process engine ran, e.g. `x86_64 native [avx2 avx512f …]` ([`crate::CPU`]);
+    /// absent in files written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
 }
 
 /// Timings of one generated turn.
@@ -456,6 +460,7 @@ mod tests {
             user_backend: "llama".into(),
             seed: 1,
             conversation_index: 0,
+            cpu: None,
         }
     }
 

@@ -354,6 +354,8 @@ pub fn header(config: &Value, assistant: &dyn Backend, user: &dyn Backend, seed:
         user_backend: user.name(),
         seed,
         conversation_index: index,
+        // Only an in-process engine runs parrot's CPU code; a server's is its own.
+        cpu: [assistant.name(), user.name()].iter().any(|b| !b.starts_with("http")).then(|| crate::CPU.to_string()),
     }
 }
 
