@@ -23,12 +23,53 @@ fn main() {
     features.sort();
     let features = if features.is_empty() { "none".to_string() } else { features.join(",") };
     let dirty = if dirty { "-dirty" } else { "" };
-    println!("cargo:rustc-env=PARROT_LONG_VERSION={version} (commit {commit}{dirty}; features: {features})");
+    let cpu = cpu_variant();
+    println!(
+        "cargo:rustc-env=PARROT_LONG_VERSION={version} (commit {commit}{dirty}; features: {features}; cpu: {cpu})"
+    );
+    println!("cargo:rustc-env=PARROT_CPU={cpu}");
     println!("cargo:rustc-env=PARROT_GIT_COMMIT={commit}{dirty}");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/index");
     println!("cargo:rerun-if-changed=build.rs");
     cuda_shared_cublas();
+}
+
+/// The CPU code this build runs: the `target-cpu` it was compiled for (`native` unless RUSTFLAGS say otherwise,
+/// see `.cargo/config.toml`) and the vector extensions that enabled, which llama.cpp's kernels were built with too
+/// (llama-cpp-sys-2 passes `native` on as GGML_NATIVE, and named features as GGML_AVX2 and the like).
+fn cpu_variant() -> String {
+    println!("cargo:rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
+    let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    let target_cpu = flags
+        .split('\x1f')
+        .filter_map(|f| f.split("target-cpu=").nth(1))
+        .last()
+        .map_or_else(|| "portable".to_string(), str::to_string);
+    let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    let features = std::env::var("CARGO_CFG_TARGET_FEATURE").unwrap_or_default();
+    // The extensions llama.cpp's CPU kernels choose between, widest last.
+    const VECTOR: &[&str] = &[
+        "sse4.2",
+        "avx",
+        "f16c",
+        "fma",
+        "avx2",
+        "avxvnni",
+        "avx512f",
+        "avx512bw",
+        "avx512vnni",
+        "avx512bf16",
+        "avx512fp16",
+        "neon",
+        "dotprod",
+        "i8mm",
+        "sve",
+        "sve2",
+    ];
+    let enabled: Vec<&str> = VECTOR.iter().copied().filter(|v| features.split(',').any(|f| f == *v)).collect();
+    let units = if enabled.is_empty() { "baseline".to_string() } else { enabled.join(" ") };
+    format!("{arch} {target_cpu} [{units}]")
 }
 
 /// With `PARROT_CUDA_SHARED_CUBLAS=DIR` (set by `scripts/build-cuda.sh`), links the shared cuBLAS of DIR into every

@@ -110,7 +110,7 @@ pub struct Header {
     pub format_version: u32,
     /// Version of parrot that wrote the file.
     pub parrot_version: String,
-    /// When the conversation started (RFC 3339, UTC).
+    /// When the conversation started (RFC 3339, UTC, to the millisecond; older files: to the second).
     pub started: String,
     /// The fully resolved configuration, flags applied (see `config.rs` for the keys).
     pub config: serde_json::Value,
@@ -126,6 +126,10 @@ pub struct Header {
     pub seed: u32,
     /// Position of this conversation in its run (0 for the first of `-n N`).
     pub conversation_index: u32,
+    /// The CPU code parrot's in-process engine ran, e.g. `x86_64 native [avx2 avx512f …]` ([`crate::CPU`]);
+    /// absent in files written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
 }
 
 /// Timings of one generated turn.
@@ -460,6 +464,7 @@ mod tests {
             user_backend: "llama".into(),
             seed: 1,
             conversation_index: 0,
+            cpu: None,
         }
     }
 

@@ -69,6 +69,7 @@ fn header(seed: u32, repeat_penalty: f64) -> Header {
         user_backend: "llama".into(),
         seed,
         conversation_index: 0,
+        cpu: None,
     }
 }
 

@@ -675,6 +675,7 @@ Assistant Model: a.gguf\nUser Model: u.gguf\n\n=== system @ 0 ===\nS\n=== assist
             user_backend: "llama".into(),
             seed: 1,
             conversation_index: 0,
+            cpu: None,
         }
     }
 

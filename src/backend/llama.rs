@@ -35,6 +35,7 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::DecodeError;
 
+use super::sampling::{Penalties, TurnSampler};
 use super::stream::StopStream;
 use super::{Backend, GenRequest, Generation, Interrupted};
 use crate::chat_template::{self, ChatMessage, ChatTemplate};
@@ -43,6 +44,11 @@ use crate::transcript::{ModelRecord, StopReason};
 
 /// Tokens decoded per `llama_decode` call while evaluating a prompt.
 const N_BATCH: u32 = 512;
+
+/// Prompt tokens one step takes while other conversations of the same model are generating (llama-server's
+/// continuous batching caps them the same way): a window slide of the user model re-evaluates hundreds of tokens,
+/// and the generating conversations would otherwise wait for all of them at once.
+const PROMPT_TOKENS_BESIDE_GENERATION: usize = 128;
 
 static BACKEND: OnceLock<LlamaRuntime> = OnceLock::new();
 static MODELS: OnceLock<Mutex<HashMap<PathBuf, &'static LlamaModel>>> = OnceLock::new();
@@ -111,6 +117,11 @@ pub struct LlamaBackend {
     batch: LlamaBatch<'static>,
     /// Context size of one sequence.
     n_ctx: u32,
+    /// The candidate array sampling reuses every step (one per model: jobs sample one after another).
+    scratch: Vec<llama_cpp_2::token::data::LlamaTokenData>,
+    /// Whether the repeat penalties are parrot's sparse ones where they give the same tokens (see
+    /// [`super::sampling`]); off only to compare against llama.cpp's own stage.
+    sparse_penalties: bool,
 }
 
 /// One turn being generated on one sequence of a [`LlamaBackend`]'s context. Created by [`LlamaBackend::begin`],
@@ -120,7 +131,7 @@ pub struct SeqJob {
     seq: usize,
     tokens: Vec<LlamaToken>,
     next_prompt: usize,
-    sampler: Option<LlamaSampler>,
+    sampler: Option<TurnSampler>,
     max_tokens: u32,
     /// The turn's text, with a possible stop string held back from streaming.
     stream: StopStream,
@@ -230,6 +241,8 @@ impl LlamaBackend {
             record,
             cached: vec![Vec::new(); n_seq as usize],
             batch: LlamaBatch::new(N_BATCH as usize, 1),
+            scratch: Vec::new(),
+            sparse_penalties: std::env::var_os("PARROT_DENSE_PENALTIES").is_none(),
         })
     }
 
@@ -245,17 +258,23 @@ impl LlamaBackend {
     }
 
     #[allow(clippy::cast_possible_truncation)] // llama.cpp's samplers take f32; config values are small.
-    fn build_sampler(&self, cfg: &SamplerConfig, seed: u32) -> LlamaSampler {
+    fn build_sampler(&self, cfg: &SamplerConfig, seed: u32) -> TurnSampler {
         let n_vocab = self.model.n_vocab();
         let whole = |n: i32| if n < 0 { i32::try_from(self.n_ctx).unwrap_or(i32::MAX) } else { n };
         let mut chain = Vec::new();
+        let mut sparse = None;
         let mirostat = cfg.mirostat == 2;
         for stage in &cfg.samplers {
             match stage {
                 SamplerStage::Penalties => {
                     let active =
                         cfg.repeat_penalty != 1.0 || cfg.frequency_penalty != 0.0 || cfg.presence_penalty != 0.0;
-                    if active && cfg.repeat_last_n != 0 {
+                    let repeat_only = cfg.frequency_penalty == 0.0 && cfg.presence_penalty == 0.0;
+                    if active && cfg.repeat_last_n != 0 && repeat_only && chain.is_empty() && self.sparse_penalties {
+                        // The first stage, on an array still in token-id order: parrot's (see `super::sampling`).
+                        let last_n = usize::try_from(whole(cfg.repeat_last_n)).unwrap_or(usize::MAX);
+                        sparse = Some(Penalties::new(last_n, cfg.repeat_penalty as f32));
+                    } else if active && cfg.repeat_last_n != 0 {
                         chain.push(LlamaSampler::penalties(
                             n_vocab,
                             whole(cfg.repeat_last_n),
@@ -298,7 +317,11 @@ impl LlamaBackend {
         } else {
             chain.push(LlamaSampler::dist(seed));
         }
-        LlamaSampler::chain_simple(chain)
+        let chain = LlamaSampler::chain_simple(chain);
+        match sparse {
+            Some(penalties) => TurnSampler::with_penalties(penalties, chain),
+            None => TurnSampler::llama(chain),
+        }
     }
 
     /// Keeps the part of sequence `seq`'s cache shared with `tokens` and returns where evaluation must start.
@@ -364,7 +387,7 @@ impl LlamaBackend {
         job.next_prompt = self.reuse_prefix(seq, &job.tokens);
         job.evaluated = u32::try_from(job.tokens.len() - job.next_prompt)?;
         let mut sampler = self.build_sampler(req.sampler, req.seed);
-        sampler.accept_many(&job.tokens);
+        sampler.accept_prompt(&job.tokens);
         job.sampler = Some(sampler);
         Ok(job)
     }
@@ -395,11 +418,14 @@ impl LlamaBackend {
                 used += 1;
             }
         }
+        // Prompt tokens fill the rest, but while other conversations generate, only a few per step: a step costs
+        // about as much as the tokens it holds, and every generating conversation waits for the whole step.
+        let prompt_end = if used > 0 { (used + PROMPT_TOKENS_BESIDE_GENERATION).min(capacity) } else { capacity };
         for (j, job) in jobs.iter_mut().enumerate() {
             if job.done.is_some() || job.pending.is_some() {
                 continue;
             }
-            let take = (job.tokens.len() - job.next_prompt).min(capacity - used);
+            let take = (job.tokens.len() - job.next_prompt).min(prompt_end.saturating_sub(used));
             for k in 0..take {
                 let pos = job.next_prompt + k;
                 let last = pos + 1 == job.tokens.len();
@@ -453,7 +479,7 @@ impl LlamaBackend {
                 job.prompt_ms = job.started.elapsed().as_secs_f64() * 1000.0;
                 job.gen_started = Some(Instant::now());
             }
-            let token = sampler.sample(&self.ctx, idx);
+            let token = sampler.sample(&self.ctx, idx, &mut self.scratch);
             // A turn that ends with this token streams everything not yet streamed (up to a stop string).
             let (emit, stop) = if vocab.is_eog(token) {
                 (job.stream.finish(), Some(StopReason::Eos))
@@ -558,7 +584,62 @@ impl Backend for LlamaBackend {
 
 #[cfg(test)]
 mod tests {
-    use super::Utf8Stream;
+    use super::{LlamaBackend, LoadOptions, Utf8Stream};
+    use crate::backend::{Backend, GenRequest};
+    use crate::config::SamplerConfig;
+
+    /// The turns `model` generates for `prompts` with `cfg`, each from the same seed, with llama.cpp's penalties
+    /// stage (`sparse` false) or parrot's.
+    fn turns(model: &mut LlamaBackend, cfg: &SamplerConfig, sparse: bool, prompts: &[&str]) -> Vec<(String, u32)> {
+        model.sparse_penalties = sparse;
+        assert_eq!(model.build_sampler(cfg, 1).sparse(), sparse, "the path under test is the one taken");
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        prompts
+            .iter()
+            .map(|prompt| {
+                model.reset();
+                let req = GenRequest { prompt, max_tokens: 120, sampler: cfg, seed: 1234, cancel: &cancel };
+                let g = model.generate(&req, &mut |_| {}).unwrap();
+                (g.text, g.tokens)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sparse_penalties_sample_the_same_tokens_as_llama_cpp() {
+        // The real Gemma 3 model (262,144 tokens), as scripts/fetch-test-models.sh installs it.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".models/gemma-3-270m-q4_k_m.gguf");
+        let opts = LoadOptions {
+            n_ctx: Some(1024),
+            default_ctx: 1024,
+            threads: None,
+            gpu_layers: None,
+            chat_template: None,
+            verbose: 0,
+            n_seq: 1,
+        };
+        let mut model = LlamaBackend::load(&path, &opts).unwrap();
+        let prompts = ["Skye: Hello! I am so happy to see you again. Tell me about", "Once upon a time, the"];
+        // The built-in scenario's sampler (the original tool's), and a strong penalty over a short window that
+        // slides many times within one turn.
+        let date = SamplerConfig {
+            temperature: 0.87,
+            top_k: 0,
+            top_p: 0.8,
+            min_p: 0.1,
+            repeat_penalty: 1.1,
+            repeat_last_n: 2048,
+            stop: Vec::new(),
+            ..SamplerConfig::default()
+        };
+        let strong = SamplerConfig { repeat_penalty: 1.6, repeat_last_n: 16, top_k: 40, min_p: 0.0, ..date.clone() };
+        for cfg in [&date, &strong] {
+            let reference = turns(&mut model, cfg, false, &prompts);
+            let ours = turns(&mut model, cfg, true, &prompts);
+            assert!(reference.iter().all(|(_, n)| *n > 80), "turns long enough to compare: {reference:?}");
+            assert_eq!(ours, reference, "with {cfg:?}");
+        }
+    }
 
     #[test]
     fn utf8_stream_joins_split_characters() {

@@ -19,6 +19,8 @@ use crate::transcript::{Millis, ModelRecord, StopReason};
 pub mod http;
 #[cfg(feature = "llama")]
 pub mod llama;
+#[cfg(feature = "llama")]
+pub mod sampling;
 pub mod scripted;
 pub mod stream;
 

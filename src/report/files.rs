@@ -2,7 +2,7 @@
 //! the run folders through the analysis folder pass (`analysis::dir`, the same one `parrot analyze` uses), and
 //! [`write_report`] is the one place that writes the report folder: `index.html` and the conversations' pages
 //! (each replaced atomically with [`crate::durable::write_atomic`]) and, when asked, `png/*.png` drawn by plotters'
-//! bitmap backend.
+//! bitmap backend and encoded by the `png` crate.
 
 use std::path::{Path, PathBuf};
 
@@ -46,11 +46,29 @@ fn write_pngs(sets: &[RunSet], dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("could not create '{}'", dir.display()))?;
     for (name, figure) in summary_figures(sets, false) {
         let path = dir.join(format!("{name}.png"));
-        let root = BitMapBackend::new(&path, figure.size()).into_drawing_area();
-        figure.draw(&root)?;
-        root.present().map_err(|e| anyhow::anyhow!("could not write '{}': {e}", path.display()))?;
+        let (width, height) = figure.size();
+        let mut rgb = vec![0u8; width as usize * height as usize * 3];
+        {
+            let root = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
+            figure.draw(&root)?;
+            root.present().map_err(|e| anyhow::anyhow!("could not draw '{}': {e}", path.display()))?;
+        }
+        write_atomic(&path, &encode_png(&rgb, width, height)?)?;
     }
     Ok(())
+}
+
+/// An RGB image as PNG bytes (with the `png` crate: plotters' own encoder would pull in the whole `image` crate,
+/// with JPEG and BMP codecs the report never writes).
+fn encode_png(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    let mut encoder = png::Encoder::new(&mut bytes, width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().context("could not encode a PNG")?;
+    writer.write_image_data(rgb).context("could not encode a PNG")?;
+    writer.finish().context("could not encode a PNG")?;
+    Ok(bytes)
 }
 
 /// Whether a file name is one of our conversation pages (`c-N.html`).

@@ -113,6 +113,16 @@ fn load_options(console: &Console, s: &Settings, role: Role, n_seq: u32) -> Load
     }
 }
 
+/// What two jobs must have in common to share one set of slots and one pair of opened backends: each role's
+/// backend, model file, `[assistant]`/`[user]` model settings and context size, and the HTTP settings. Everything
+/// else (sampler, scenario, budget below the context size, seeds) is per conversation.
+#[must_use]
+pub fn share_key(s: &Settings) -> String {
+    let role =
+        |r: Role| format!("{:?}|{:?}|{:?}|{}", s.role(r).backend, s.role(r).model, s.model_config(r), s.default_ctx(r));
+    format!("{}||{}||{:?}", role(Role::Assistant), role(Role::User), s.http)
+}
+
 /// Opens an HTTP role's connection (`warn`: print what its engine will not honour).
 ///
 /// # Errors

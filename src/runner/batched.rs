@@ -13,7 +13,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use super::folder::OpenConversation;
 use super::sink::{cancel_flag, report};
-use super::{transcript_name, Outcome, Queue, Scheduler};
+use super::{transcript_name, Outcome, Queue, Queues, Scheduler};
 use crate::backend::llama::{LlamaBackend, SeqJob};
 use crate::backend::{Backend, GenRequest};
 use crate::conversation::{Dialogue, Next, Sink, TurnPlan};
@@ -31,13 +31,14 @@ pub struct Batched<'a> {
 }
 
 impl Scheduler for Batched<'_> {
-    fn run(&mut self, queue: &Queue<'_>, console: &Console) -> Result<Outcome> {
-        run_parallel(console, queue, self.parallel as usize, self.assistant, self.user, cancel_flag())
+    fn run(&mut self, queues: &Queues<'_, '_>, console: &Console) -> Result<Outcome> {
+        run_parallel(console, queues, self.parallel as usize, self.assistant, self.user, cancel_flag())
     }
 }
 
-/// A conversation in one slot of the parallel scheduler.
+/// A conversation in one slot of the parallel scheduler, from one of the queues (a sweep cell).
 struct Slot<'c> {
+    queue: &'c Queue<'c>,
     opened: OpenConversation,
     dialogue: Dialogue<'c>,
     job: Option<(TurnPlan, SeqJob)>,
@@ -47,13 +48,12 @@ struct Slot<'c> {
 #[allow(clippy::too_many_lines)]
 fn run_parallel(
     console: &Console,
-    queue: &Queue<'_>,
+    queues: &Queues<'_, '_>,
     parallel: usize,
     assistant: &mut LlamaBackend,
     user: &mut LlamaBackend,
     cancel: &AtomicBool,
 ) -> Result<Outcome> {
-    let config = &queue.settings().config;
     let mut outcome = Outcome::default();
     assistant.reset();
     user.reset();
@@ -62,14 +62,15 @@ fn run_parallel(
     } else {
         MultiProgress::new()
     };
-    let total_budget = config.total_tokens.saturating_mul(u64::from(queue.len()));
-    let total = bars.add(ProgressBar::new(total_budget));
+    let total = bars.add(ProgressBar::new(queues.total_tokens()));
     total.set_style(
-        ProgressStyle::with_template("total {bar:30} {pos}/{len} tokens  {per_sec}  ETA {eta}")
+        ProgressStyle::with_template("total {bar:30} {pos}/{len} tokens  {per_sec}  ETA {eta}  {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let slot_style = ProgressStyle::with_template("{prefix} {bar:20} {pos}/{len} {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let mut progress = CellProgress::new(queues);
+    progress.show(&total);
     let mut slots: Vec<Option<Slot<'_>>> = (0..parallel).map(|_| None).collect();
     loop {
         let interrupted = cancel.load(Ordering::SeqCst);
@@ -77,13 +78,14 @@ fn run_parallel(
         for (seq, slot) in slots.iter_mut().enumerate() {
             loop {
                 if slot.is_none() && !interrupted {
-                    let Some(next) = queue.next(&*assistant, &*user, console, false) else { break };
-                    let mut opened = next?;
+                    let Some(next) = queues.next(&*assistant, &*user, console, false) else { break };
+                    let (queue, mut opened) = next?;
+                    let config = &queue.settings().config;
                     let dialogue = Dialogue::start(config, opened.seed, &opened.done, &mut opened.sink)?;
                     let bar = bars.insert_before(&total, ProgressBar::new(config.total_tokens));
                     bar.set_style(slot_style.clone());
-                    bar.set_prefix(transcript_name(opened.index));
-                    *slot = Some(Slot { opened, dialogue, job: None, bar });
+                    bar.set_prefix(slot_name(queues, queue, opened.index));
+                    *slot = Some(Slot { queue, opened, dialogue, job: None, bar });
                 }
                 let Some(s) = slot.as_mut() else { break };
                 if interrupted {
@@ -119,6 +121,7 @@ fn run_parallel(
                         s.opened.sink.finish(&summary)?;
                         bars.remove(&s.bar);
                         bars.suspend(|| report(&s.opened.path, &summary, &mut outcome));
+                        progress.finished(queues, s.queue, &total);
                     }
                 }
             }
@@ -153,6 +156,7 @@ fn run_parallel(
                 sink.finish(&summary)?;
                 bars.remove(&s.bar);
                 bars.suspend(|| report(&s.opened.path, &summary, &mut outcome));
+                progress.finished(queues, s.queue, &total);
             } else {
                 s.bar.set_position(s.opened.sink.tokens);
             }
@@ -161,4 +165,47 @@ fn run_parallel(
     }
     total.finish_and_clear();
     Ok(outcome)
+}
+
+/// A slot's progress-bar name: the transcript, behind its cell's folder when several cells share the slots.
+fn slot_name(queues: &Queues<'_, '_>, queue: &Queue<'_>, index: u32) -> String {
+    let name = transcript_name(index);
+    if queues.all().len() < 2 {
+        return name;
+    }
+    let cell = queue.out().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    format!("{cell}/{name}")
+}
+
+/// Conversations finished so far, in all and per cell, shown on the total bar.
+struct CellProgress {
+    finished: Vec<u32>,
+    sizes: Vec<u32>,
+}
+
+impl CellProgress {
+    fn new(queues: &Queues<'_, '_>) -> Self {
+        let sizes: Vec<u32> = queues.all().iter().map(Queue::len).collect();
+        CellProgress { finished: vec![0; sizes.len()], sizes }
+    }
+
+    /// Counts one finished conversation of `queue`.
+    fn finished(&mut self, queues: &Queues<'_, '_>, queue: &Queue<'_>, total: &ProgressBar) {
+        if let Some(i) = queues.all().iter().position(|q| std::ptr::eq(q, queue)) {
+            self.finished[i] += 1;
+        }
+        self.show(total);
+    }
+
+    /// `conversations 3/16` and, with several cells, `cells done 1/8` (counted in this run, resumed ones too).
+    fn show(&self, total: &ProgressBar) {
+        let done: u32 = self.finished.iter().sum();
+        let all: u32 = self.sizes.iter().sum();
+        let mut msg = format!("conversations {done}/{all}");
+        if self.sizes.len() > 1 {
+            let cells = self.finished.iter().zip(&self.sizes).filter(|(f, n)| f >= n).count();
+            msg.push_str(&format!(", cells done {cells}/{}", self.sizes.len()));
+        }
+        total.set_message(msg);
+    }
 }

@@ -14,7 +14,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
@@ -154,6 +154,12 @@ impl<'a> Queue<'a> {
         self.settings
     }
 
+    /// The job's folder.
+    #[must_use]
+    pub fn out(&self) -> &'a Path {
+        self.job.out
+    }
+
     /// How many conversations the job has (finished ones included).
     #[must_use]
     pub fn len(&self) -> u32 {
@@ -261,6 +267,78 @@ impl<'a> Queue<'a> {
     }
 }
 
+/// The queues of several jobs served by one set of slots (the cells of a sweep that share their models): each
+/// conversation comes from the first queue that still has one, so a freed slot takes the next cell's first
+/// conversation as soon as the current cell has none left to hand out.
+pub struct Queues<'q, 'a> {
+    queues: &'q [Queue<'a>],
+    first: &'q Queue<'a>,
+    current: AtomicUsize,
+}
+
+impl<'q, 'a> Queues<'q, 'a> {
+    /// Serves `queues` in order.
+    ///
+    /// # Errors
+    /// When there is no queue.
+    pub fn new(queues: &'q [Queue<'a>]) -> Result<Self> {
+        let first = queues.first().context("no conversations to run")?;
+        Ok(Queues { queues, first, current: AtomicUsize::new(0) })
+    }
+
+    /// The queues, in order.
+    #[must_use]
+    pub fn all(&self) -> &'q [Queue<'a>] {
+        self.queues
+    }
+
+    /// The settings backends are opened with (every queue's models and backends are the same).
+    #[must_use]
+    pub fn settings(&self) -> &'a Settings {
+        self.first.settings()
+    }
+
+    /// Conversations in all queues (finished ones included).
+    #[must_use]
+    pub fn len(&self) -> u64 {
+        self.queues.iter().map(|q| u64::from(q.len())).sum()
+    }
+
+    /// Whether there is no conversation at all.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The token budget of every conversation together, for a progress bar.
+    #[must_use]
+    pub fn total_tokens(&self) -> u64 {
+        self.queues.iter().map(|q| q.settings().config.total_tokens.saturating_mul(u64::from(q.len()))).sum()
+    }
+
+    /// The next conversation of the first queue that has one, with its queue; see [`Queue::next`].
+    pub fn next(
+        &self,
+        assistant: &dyn Backend,
+        user: &dyn Backend,
+        console: &Console,
+        stream: bool,
+    ) -> Option<Result<(&'q Queue<'a>, OpenConversation)>> {
+        loop {
+            let i = self.current.load(Ordering::SeqCst);
+            let queue = self.queues.get(i)?;
+            if let Some(next) = queue.next(assistant, user, console, stream) {
+                return Some(next.map(|opened| (queue, opened)));
+            }
+            if cancel_flag().load(Ordering::SeqCst) {
+                return None;
+            }
+            // This queue has handed out its last conversation: move on (another thread may have already).
+            let _ = self.current.compare_exchange(i, i + 1, Ordering::SeqCst, Ordering::SeqCst);
+        }
+    }
+}
+
 /// The header of conversation `index` with `config` on these two backends.
 #[must_use]
 pub fn header(config: &Value, assistant: &dyn Backend, user: &dyn Backend, seed: u32, index: u32) -> Header {
@@ -268,7 +346,7 @@ pub fn header(config: &Value, assistant: &dyn Backend, user: &dyn Backend, seed:
         format: FORMAT_NAME.into(),
         format_version: FORMAT_VERSION,
         parrot_version: env!("CARGO_PKG_VERSION").into(),
-        started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         config: config.clone(),
         assistant_model: assistant.describe(),
         user_model: user.describe(),
@@ -276,6 +354,8 @@ pub fn header(config: &Value, assistant: &dyn Backend, user: &dyn Backend, seed:
         user_backend: user.name(),
         seed,
         conversation_index: index,
+        // Only an in-process engine runs parrot's CPU code; a server's is its own.
+        cpu: [assistant.name(), user.name()].iter().any(|b| !b.starts_with("http")).then(|| crate::CPU.to_string()),
     }
 }
 

@@ -31,7 +31,7 @@ pub mod sink;
 pub mod workers;
 
 pub use backends::Backends;
-pub use folder::{transcript_name, FolderLock, Queue};
+pub use folder::{transcript_name, FolderLock, Queue, Queues};
 pub use sink::cancel_flag;
 
 /// How a set of conversations ended.
@@ -63,14 +63,14 @@ impl Outcome {
     }
 }
 
-/// A way of running the conversations of a [`Queue`]: one after another, or several at once. Picked once per job
-/// in [`run_job`], from the two roles' backends and `--parallel`.
+/// A way of running the conversations of a set of [`Queues`]: one after another, or several at once. Picked once
+/// per group of jobs in [`run_group`], from the two roles' backends and `--parallel`.
 pub trait Scheduler {
-    /// Runs every conversation the queue hands out, until it is empty or Ctrl-C.
+    /// Runs every conversation the queues hand out, until they are empty or Ctrl-C.
     ///
     /// # Errors
     /// When a transcript cannot be written or a backend fails in a way that is not one conversation's error.
-    fn run(&mut self, queue: &Queue<'_>, console: &Console) -> Result<Outcome>;
+    fn run(&mut self, queues: &Queues<'_, '_>, console: &Console) -> Result<Outcome>;
 }
 
 /// One set of conversations to run into one folder.
@@ -83,6 +83,8 @@ pub struct Job<'a> {
     pub options: &'a RunOptions,
     /// The command line to record in `run.json`.
     pub invocation: &'a Invocation,
+    /// Its sweep cell's name, for messages (`None` for `parrot run`).
+    pub cell: Option<&'a str>,
 }
 
 /// Runs `parrot run`.
@@ -91,11 +93,21 @@ pub struct Job<'a> {
 /// An unwritable or locked output folder, an unknown or bad model, before anything is generated; later, a
 /// transcript that cannot be written.
 pub fn run(console: &Console, plan: &RunPlan) -> Result<Outcome> {
-    let job = Job { settings: &plan.settings, out: &plan.out, options: &plan.options, invocation: &plan.invocation };
-    run_job(console, &job, &mut Backends::default())
+    let job = Job {
+        settings: &plan.settings,
+        out: &plan.out,
+        options: &plan.options,
+        invocation: &plan.invocation,
+        cell: None,
+    };
+    run_group(console, std::slice::from_ref(&job), &mut Backends::default())
 }
 
-/// Runs `parrot sweep`: every cell's job in turn, the models loaded once for all cells that share them.
+/// Runs `parrot sweep`. Consecutive cells that run on the same models (same files, context sizes, threads, servers:
+/// [`backends::share_key`]) form one group, served by one set of `--parallel` slots: a slot freed in one cell takes
+/// the next conversation of the next cell at once, so `-n 1 --parallel 8` over 8 cells runs 8 conversations at the
+/// same time. Each cell keeps its own folder, `run.json`, transcripts and settings; the models are loaded once for
+/// all cells that share them.
 ///
 /// # Errors
 /// As [`run`], for the sweep's root folder or any cell.
@@ -107,16 +119,40 @@ pub fn sweep(console: &Console, plan: &SweepPlan) -> Result<Outcome> {
     fields.insert("grid".into(), serde_json::to_value(&plan.axes)?);
     fields.insert("cells".into(), serde_json::Value::Array(cells));
     folder::write_record(&plan.root.join("sweep.json"), fields, &plan.invocation)?;
+    let outs: Vec<std::path::PathBuf> = plan.cells.iter().map(|c| plan.root.join(&c.name)).collect();
+    let jobs: Vec<Job<'_>> = plan
+        .cells
+        .iter()
+        .zip(&outs)
+        .map(|(cell, out)| Job {
+            settings: &cell.settings,
+            out,
+            options: &plan.options,
+            invocation: &plan.invocation,
+            cell: Some(&cell.name),
+        })
+        .collect();
     let mut backends = Backends::default();
     let mut total = Outcome::default();
-    for (i, cell) in plan.cells.iter().enumerate() {
+    let mut start = 0;
+    while start < jobs.len() {
+        let key = backends::share_key(jobs[start].settings);
+        let len = jobs[start..].iter().take_while(|j| backends::share_key(j.settings) == key).count();
+        let group = &jobs[start..start + len];
         if !console.quiet {
-            eprintln!("sweep cell {}/{}: {}", i + 1, plan.cells.len(), cell.name);
+            let names: Vec<&str> = plan.cells[start..start + len].iter().map(|c| c.name.as_str()).collect();
+            eprintln!(
+                "sweep cells {}-{} of {} share one set of {} slot(s): {}",
+                start + 1,
+                start + len,
+                jobs.len(),
+                plan.options.parallel,
+                names.join(", ")
+            );
         }
-        let out = plan.root.join(&cell.name);
-        let job = Job { settings: &cell.settings, out: &out, options: &plan.options, invocation: &plan.invocation };
-        let outcome = run_job(console, &job, &mut backends).with_context(|| format!("sweep cell {}", cell.name))?;
+        let outcome = run_group(console, group, &mut backends)?;
         total.add(outcome);
+        start += len;
         if outcome.interrupted {
             break;
         }
@@ -124,24 +160,39 @@ pub fn sweep(console: &Console, plan: &SweepPlan) -> Result<Outcome> {
     Ok(total)
 }
 
-/// Runs one job: lock, record, open the backends, pick the scheduler, run the queue.
+/// Runs jobs that share their models as one: lock every folder, resolve the models, open the backends once with
+/// room for `--parallel` conversations, record each folder's `run.json`, pick the scheduler, run the queues.
 ///
 /// # Errors
 /// See [`run`].
-pub fn run_job(console: &Console, job: &Job<'_>, backends: &mut Backends) -> Result<Outcome> {
-    let _lock = FolderLock::acquire(job.out)?;
-    let settings = backends::resolve_models(console, job.settings)?;
-    let parallel = job.options.parallel.min(job.options.conversations).max(1);
-    let (assistant, user) = backends.pair(console, &settings, parallel)?;
-    let config_json = serde_json::to_value(&settings.config)?;
-    let mut fields = serde_json::Map::new();
-    fields.insert("config".into(), config_json.clone());
-    folder::write_record(&job.out.join("run.json"), fields, job.invocation)?;
-    let queue = Queue::new(job, &settings, config_json)?;
+pub fn run_group(console: &Console, jobs: &[Job<'_>], backends: &mut Backends) -> Result<Outcome> {
+    let _locks: Vec<FolderLock> = jobs.iter().map(|j| FolderLock::acquire(j.out)).collect::<Result<_>>()?;
+    let resolved: Vec<Settings> = jobs
+        .iter()
+        .map(|j| match j.cell {
+            Some(cell) => backends::resolve_models(console, j.settings).with_context(|| format!("sweep cell {cell}")),
+            None => backends::resolve_models(console, j.settings),
+        })
+        .collect::<Result<_>>()?;
+    let first = resolved.first().context("no conversations to run")?;
+    let conversations: u32 = jobs.iter().map(|j| j.options.conversations).fold(0, u32::saturating_add);
+    let parallel = jobs.iter().map(|j| j.options.parallel).max().unwrap_or(1).min(conversations).max(1);
+    let (assistant, user) = backends.pair(console, first, parallel)?;
+    let mut queues = Vec::with_capacity(jobs.len());
+    for (job, settings) in jobs.iter().zip(&resolved) {
+        let config_json = serde_json::to_value(&settings.config)?;
+        let mut fields = serde_json::Map::new();
+        fields.insert("config".into(), config_json.clone());
+        folder::write_record(&job.out.join("run.json"), fields, job.invocation)?;
+        queues.push(Queue::new(job, settings, config_json)?);
+    }
+    let all = Queues::new(&queues)?;
     let mut scheduler = pick(assistant, user, parallel, console);
-    let mut outcome = scheduler.run(&queue, console)?;
+    let mut outcome = scheduler.run(&all, console)?;
     outcome.interrupted |= cancel_flag().load(Ordering::SeqCst);
-    queue.report_retried();
+    for queue in &queues {
+        queue.report_retried();
+    }
     Ok(outcome)
 }
 

@@ -7,7 +7,7 @@ use anyhow::Result;
 use super::backends::OpenBackend;
 use super::folder::OpenConversation;
 use super::sink::{cancel_flag, report};
-use super::{Outcome, Queue, Scheduler};
+use super::{Outcome, Queue, Queues, Scheduler};
 use crate::backend::Backend;
 use crate::conversation::{run_conversation, Roles};
 use crate::settings::Console;
@@ -23,11 +23,12 @@ pub struct Sequential<'a> {
 }
 
 impl Scheduler for Sequential<'_> {
-    fn run(&mut self, queue: &Queue<'_>, console: &Console) -> Result<Outcome> {
+    fn run(&mut self, queues: &Queues<'_, '_>, console: &Console) -> Result<Outcome> {
         let mut outcome = Outcome::default();
         let (assistant, user) = (self.assistant.backend(), self.user.backend());
-        while let Some(opened) = queue.next(assistant, user, console, self.stream) {
-            run_one(queue, opened?, assistant, user, &mut outcome)?;
+        while let Some(next) = queues.next(assistant, user, console, self.stream) {
+            let (queue, opened) = next?;
+            run_one(queue, opened, assistant, user, &mut outcome)?;
             if outcome.interrupted {
                 break;
             }

@@ -1,6 +1,6 @@
 //! `--parallel P` with both roles on HTTP servers: P threads, each with its own pair of backends (its own
 //! connections), each running the one conversation loop ([`super::sequential::run_one`]) on the next conversation
-//! the shared [`Queue`] hands out. Every conversation keeps its own transcript and seed (S + i), so a parallel run
+//! the shared [`Queues`] hand out. Every conversation keeps its own transcript and seed (S + i), so a parallel run
 //! writes exactly the files a sequential one would; the text is not streamed (it would interleave), the summary
 //! lines still are.
 
@@ -10,7 +10,7 @@ use anyhow::{anyhow, Result};
 
 use super::backends::open_http;
 use super::sequential::run_one;
-use super::{Outcome, Queue, Scheduler};
+use super::{Outcome, Queues, Scheduler};
 use crate::settings::{Console, Role};
 
 /// P threads over HTTP.
@@ -20,16 +20,17 @@ pub struct Workers {
 }
 
 impl Scheduler for Workers {
-    fn run(&mut self, queue: &Queue<'_>, console: &Console) -> Result<Outcome> {
+    fn run(&mut self, queues: &Queues<'_, '_>, console: &Console) -> Result<Outcome> {
         let outcome = Mutex::new(Outcome::default());
         let worker = || -> Result<()> {
-            let s = queue.settings();
+            let s = queues.settings();
             let mut assistant = open_http(s, Role::Assistant, false)?;
             let mut user = open_http(s, Role::User, false)?;
             let (assistant, user) = (assistant.backend(), user.backend());
-            while let Some(opened) = queue.next(assistant, user, console, false) {
+            while let Some(next) = queues.next(assistant, user, console, false) {
+                let (queue, opened) = next?;
                 let mut mine = Outcome::default();
-                run_one(queue, opened?, assistant, user, &mut mine)?;
+                run_one(queue, opened, assistant, user, &mut mine)?;
                 outcome.lock().map_err(|_| anyhow!("run state poisoned"))?.add(mine);
             }
             Ok(())

@@ -34,6 +34,7 @@ fn header() -> Header {
         user_backend: "llama".into(),
         seed: 1,
         conversation_index: 0,
+        cpu: None,
     }
 }
 

@@ -94,6 +94,12 @@ fn n_conversations_get_consecutive_seeds_and_their_own_files() {
     assert_eq!(transcript(dir.path(), 0).header.seed, 100);
     assert_eq!(transcript(dir.path(), 1).header.seed, 101);
     assert_eq!(transcript(dir.path(), 1).header.conversation_index, 1);
+    // The CPU code that generated them is recorded, the same that `parrot --version` names.
+    let version = crate::common::run(&["--version"]);
+    let version = String::from_utf8_lossy(&version.stdout).into_owned();
+    let cpu = version.split("cpu: ").nth(1).and_then(|c| c.strip_suffix(")\n")).unwrap_or_else(|| panic!("{version}"));
+    assert!(cpu.starts_with(std::env::consts::ARCH) && cpu.contains('['), "{cpu}");
+    assert_eq!(transcript(dir.path(), 0).header.cpu.as_deref(), Some(cpu));
     let run: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("run.json")).unwrap()).unwrap();
     assert!(run["command"].as_array().unwrap().iter().any(|a| a == "--seed"));
     // Rerunning the same command skips finished conversations.

@@ -124,6 +124,54 @@ fn a_sweep_makes_one_folder_per_cell_with_its_settings() {
     assert!(dir.path().join("sweep.json").is_file());
 }
 
+/// The time a transcript's conversation ran: from its header's start to start + its summary's wall time.
+fn span(t: &Transcript) -> (f64, f64) {
+    let start = chrono::DateTime::parse_from_rfc3339(&t.header.started).unwrap().timestamp_micros() as f64 / 1000.0;
+    (start, start + t.summary.as_ref().unwrap().wall_ms)
+}
+
+#[test]
+fn a_sweep_with_more_cells_than_slots_runs_cells_at_the_same_time() {
+    // Four cells of one conversation each on two slots: one queue for the sweep puts two cells' conversations in
+    // the two slots at once (run cell after cell, no two would ever overlap).
+    let dir = tempfile::tempdir().unwrap();
+    let o = parrot(&[
+        "sweep",
+        "--quiet",
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--grid",
+        "sampler.temperature=0.2,0.4,0.6,0.8",
+        "-n",
+        "1",
+        "--parallel",
+        "2",
+        "--total-tokens",
+        "40",
+        "--turn-max-tokens",
+        "10",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cells: Vec<(f64, Transcript)> = ["0.2", "0.4", "0.6", "0.8"]
+        .iter()
+        .map(|t| {
+            let mut ts = transcripts(&dir.path().join(format!("sampler.temperature={t}")));
+            assert_eq!(ts.len(), 1);
+            (t.parse().unwrap(), ts.remove(0))
+        })
+        .collect();
+    for (temp, t) in &cells {
+        // Each cell's transcript carries exactly its own cell's settings, though it shared the slots.
+        assert!((t.header.config["sampler"]["temperature"].as_f64().unwrap() - temp).abs() < 1e-9);
+        assert_eq!(t.summary.as_ref().unwrap().stop_reason, EndReason::Budget);
+    }
+    let spans: Vec<(f64, f64)> = cells.iter().map(|(_, t)| span(t)).collect();
+    let overlapping = |a: (f64, f64), b: (f64, f64)| a.0 < b.1 && b.0 < a.1;
+    assert!(overlapping(spans[0], spans[1]), "cells 1 and 2 did not run at the same time: {spans:?}");
+    let at_once = spans.iter().map(|a| spans.iter().filter(|b| b.0 <= a.0 && a.0 < b.1).count()).max().unwrap();
+    assert!(at_once <= 2, "more conversations at once than the two slots: {spans:?}");
+}
+
 #[test]
 fn a_grid_key_that_does_not_exist_names_the_valid_ones() {
     let dir = tempfile::tempdir().unwrap();
