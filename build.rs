@@ -43,8 +43,8 @@ fn cpu_variant() -> String {
     let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
     let target_cpu = flags
         .split('\x1f')
-        .filter_map(|f| f.split("target-cpu=").nth(1))
-        .last()
+        .rev()
+        .find_map(|f| f.split("target-cpu=").nth(1))
         .map_or_else(|| "portable".to_string(), str::to_string);
     let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     let features = std::env::var("CARGO_CFG_TARGET_FEATURE").unwrap_or_default();
