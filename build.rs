@@ -35,9 +35,10 @@ fn main() {
     cuda_shared_cublas();
 }
 
-/// The CPU code this build runs: the `target-cpu` it was compiled for (`native` unless RUSTFLAGS say otherwise,
-/// see `.cargo/config.toml`) and the vector extensions that enabled, which llama.cpp's kernels were built with too
-/// (llama-cpp-sys-2 passes `native` on as GGML_NATIVE, and named features as GGML_AVX2 and the like).
+/// The CPU code this build runs: the `target-cpu` RUSTFLAGS name (`default` when none) and the vector extensions
+/// that enabled, which llama.cpp's kernels were built with too (llama-cpp-sys-2 passes `native` on as GGML_NATIVE,
+/// named features as GGML_AVX2 and the like). With none of them on x86-64, llama.cpp uses its own non-native
+/// fallback, AVX/AVX2/FMA/F16C (docs/build.md).
 fn cpu_variant() -> String {
     println!("cargo:rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
     let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
@@ -45,7 +46,7 @@ fn cpu_variant() -> String {
         .split('\x1f')
         .rev()
         .find_map(|f| f.split("target-cpu=").nth(1))
-        .map_or_else(|| "portable".to_string(), str::to_string);
+        .map_or_else(|| "default".to_string(), str::to_string);
     let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     let features = std::env::var("CARGO_CFG_TARGET_FEATURE").unwrap_or_default();
     // The extensions llama.cpp's CPU kernels choose between, widest last.
@@ -68,7 +69,11 @@ fn cpu_variant() -> String {
         "sve2",
     ];
     let enabled: Vec<&str> = VECTOR.iter().copied().filter(|v| features.split(',').any(|f| f == *v)).collect();
-    let units = if enabled.is_empty() { "baseline".to_string() } else { enabled.join(" ") };
+    let units = match (enabled.is_empty(), arch.as_str()) {
+        (true, "x86_64") => "llama.cpp fallback: avx avx2 fma f16c".to_string(),
+        (true, _) => "baseline".to_string(),
+        (false, _) => enabled.join(" "),
+    };
     format!("{arch} {target_cpu} [{units}]")
 }
 

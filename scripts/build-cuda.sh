@@ -48,8 +48,8 @@ fi
 export CUDA_PATH="$tk" CUDACXX="$tk/bin/nvcc" CUDA_LIBRARY_PATH="$tk:$(dirname "$shim")"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 
-# The binary usually runs on another machine than the one that builds it: not `target-cpu=native` (the checkout's
-# default, .cargo/config.toml) but a baseline every x86-64 server of the last decade has (AVX2, FMA, F16C).
+# The binary usually runs on another machine than the one that builds it: a named baseline every x86-64 server of
+# the last decade has (AVX2, FMA, F16C), never `target-cpu=native` (docs/build.md).
 if [ -z "${RUSTFLAGS+set}" ] && [ "$(uname -m)" = x86_64 ]; then
   export RUSTFLAGS="-C target-cpu=x86-64-v3"
 fi

@@ -38,6 +38,6 @@ pub mod transcript;
 /// Version string with git commit and enabled features, embedded by `build.rs`.
 pub const LONG_VERSION: &str = env!("PARROT_LONG_VERSION");
 
-/// The CPU code of this build, embedded by `build.rs`: architecture, `target-cpu` (`native` by default, see
-/// `.cargo/config.toml`) and the vector extensions llama.cpp's kernels were compiled with.
+/// The CPU code of this build, embedded by `build.rs`: architecture, `target-cpu` (`default` unless RUSTFLAGS name
+/// one, see docs/build.md) and the vector extensions llama.cpp's kernels were compiled with.
 pub const CPU: &str = env!("PARROT_CPU");

@@ -126,8 +126,8 @@ pub struct Header {
     pub seed: u32,
     /// Position of this conversation in its run (0 for the first of `-n N`).
     pub conversation_index: u32,
-    /// The CPU code parrot's in-process engine ran, e.g. `x86_64 native [avx2 avx512f …]` ([`crate::CPU`]);
-    /// absent in files written before it was recorded.
+    /// The CPU code parrot's in-process engine ran ([`crate::CPU`]), e.g. `x86_64 native [avx2 avx512f …]` or
+    /// `x86_64 default [llama.cpp fallback: …]`; absent in files written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
 }
