@@ -13,7 +13,8 @@
 //! Only where that equality is certain does parrot take over: the penalties must be the chain's first stage (the
 //! array is then still in token-id order) and only the repeat penalty may be set — with frequency or presence
 //! penalties, llama.cpp's C++ may fuse the multiply-add, and its rounding is then not ours to reproduce. Otherwise
-//! the whole chain is llama.cpp's, as before.
+//! the whole chain is llama.cpp's, as before. `PARROT_DENSE_PENALTIES=1` (read when a model loads) makes it
+//! llama.cpp's always, to measure the difference or compare against it.
 
 use std::collections::{HashMap, VecDeque};
 
