@@ -30,6 +30,70 @@ enum Failure {
     Fatal(anyhow::Error),
 }
 
+/// The largest JSON answer read (a `/tokenize` of a 128k-token prompt is about 1 MiB, `/props` a few KiB).
+pub const MAX_JSON_BODY: usize = 16 << 20;
+/// The most of an error answer read: only its message is shown, clipped to 300 characters.
+pub const MAX_ERROR_BODY: usize = 64 << 10;
+/// The longest delay between two attempts, whatever `--http-backoff-ms` and the number of retries.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+/// The most text a turn may receive per token of its limit. The longest tokens of real vocabularies are a few
+/// dozen bytes; this only stops a server that sends text without end in few events.
+pub const MAX_TOKEN_BYTES: usize = 1024;
+/// How long, once a turn's limit is reached, parrot waits for the server's final event (which carries its counts
+/// and timings) before it ends the turn itself; a server that honours the limit sends it with the last token.
+pub const LIMIT_GRACE: Duration = Duration::from_secs(1);
+
+/// The delay before retry number `attempt` (from 0): `base` doubled per earlier retry, at most [`MAX_RETRY_DELAY`].
+#[must_use]
+pub fn retry_delay(base: Duration, attempt: u32) -> Duration {
+    base.saturating_mul(1 << attempt.min(16)).min(MAX_RETRY_DELAY)
+}
+
+/// A JSON endpoint's answer, read with a cap: the status, the bytes (at most the cap), and whether there was more.
+pub struct Body {
+    /// The HTTP status.
+    pub status: u16,
+    /// The bytes read.
+    pub bytes: Vec<u8>,
+    /// True when the answer was longer than the cap (the rest was not read).
+    pub over: bool,
+}
+
+/// Reads at most `cap` bytes of an answer (an announced `Content-Length` above it is not read at all).
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Body, reqwest::Error> {
+    let status = resp.status().as_u16();
+    if resp.content_length().is_some_and(|n| n > cap as u64) {
+        return Ok(Body { status, bytes: Vec::new(), over: true });
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = cap - bytes.len();
+        if chunk.len() > room {
+            bytes.extend_from_slice(&chunk[..room]);
+            return Ok(Body { status, bytes, over: true });
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Body { status, bytes, over: false })
+}
+
+/// Reads a JSON endpoint's answer. Pure. Errors name `url`, carry the server's message for an error status, and
+/// quote the start of a body that is not JSON.
+///
+/// # Errors
+/// A status that is not 2xx, an answer over [`MAX_JSON_BODY`], or one that is not JSON.
+pub fn json_body(url: &str, body: &Body) -> Result<Value> {
+    if !(200..300).contains(&body.status) {
+        bail!("{url} answered HTTP {}: {}", body.status, server_message(&String::from_utf8_lossy(&body.bytes)));
+    }
+    if body.over {
+        bail!("{url} answered with more than {} MiB of JSON: parrot reads no more than that", MAX_JSON_BODY >> 20);
+    }
+    serde_json::from_slice(&body.bytes).map_err(|e| {
+        anyhow!("{url} answered with invalid JSON ({e}): {}", clip(&String::from_utf8_lossy(&body.bytes), 200))
+    })
+}
+
 /// The state of a turn across attempts.
 struct Turn {
     /// Everything received so far (a retry continues from it), with a possible stop string held back.
@@ -49,7 +113,11 @@ impl Turn {
 
 /// One role's HTTP engine.
 pub struct HttpBackend {
+    /// The options, with `url` stripped of credentials: the form every message and record shows.
     opts: HttpOptions,
+    /// The base URL requests are sent to: the one given, credentials included when no API key is set (reqwest
+    /// takes them out of the URL and sends them as Basic authentication). Never shown.
+    base: String,
     rt: tokio::runtime::Runtime,
     client: reqwest::Client,
     info: ServerInfo,
@@ -62,6 +130,9 @@ pub struct HttpBackend {
     tokenize_route: std::cell::Cell<Option<usize>>,
     /// The last prompt counted (its hash and count): the driver counts a prompt, then generates from it.
     last_count: std::cell::Cell<Option<(u64, u32)>>,
+    /// Set once [`HttpBackend::connect`] succeeded: from then on a refused connection is retried (a restarting
+    /// server), before it an absent server is reported at once.
+    connected: bool,
 }
 
 fn describe_reqwest(e: &reqwest::Error) -> String {
@@ -93,9 +164,10 @@ impl HttpBackend {
     pub fn connect(opts: HttpOptions) -> Result<Self> {
         let url = opts.url.trim_end_matches('/').to_string();
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            bail!("--url '{url}' must start with http:// or https://");
+            bail!("--url '{}' must start with http:// or https://", super::strip_credentials(&url));
         }
-        let opts = HttpOptions { url, ..opts };
+        let base = if opts.api_key.0.is_some() { super::strip_credentials(&url) } else { url.clone() };
+        let opts = HttpOptions { url: super::strip_credentials(&url), ..opts };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -124,6 +196,8 @@ impl HttpBackend {
             empty_tokens: 0,
             tokenize_route: std::cell::Cell::new(None),
             last_count: std::cell::Cell::new(None),
+            connected: false,
+            base,
             opts,
         };
         let info = backend.rt.block_on(backend.probe())?;
@@ -175,6 +249,7 @@ impl HttpBackend {
         backend.n_ctx = n_ctx;
         backend.info = info;
         backend.empty_tokens = backend.rt.block_on(backend.tokenize(""))?;
+        backend.connected = true;
         Ok(backend)
     }
 
@@ -183,43 +258,74 @@ impl HttpBackend {
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let mut r = self.client.request(method, self.endpoint(path));
+        let mut r = self.client.request(method, format!("{}{path}", self.base));
         if let Some(key) = &self.opts.api_key.0 {
             r = r.bearer_auth(key);
         }
         r
     }
 
-    /// Sends a request and reads a JSON answer, with the timeout. Errors name the URL and carry the server's message.
-    /// A connection that breaks is retried like a turn (these requests change nothing on the server), except a
-    /// refused connection, so that an absent server is reported at once.
+    /// Sends a request and reads a JSON answer (at most [`MAX_JSON_BODY`]), with the timeout. Errors name the URL
+    /// and carry the server's message. A connection that breaks, a 5xx or a 429 is retried like a turn, with the
+    /// same capped backoff (these requests change nothing on the server); before the backend is connected a refused
+    /// connection is not, so that an absent server is reported at once.
     async fn call_json(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<Value> {
         let url = self.endpoint(path);
         let mut attempt = 0u32;
-        let resp = loop {
-            let mut req = self.request(method.clone(), path).timeout(self.opts.timeout);
-            if let Some(b) = body {
-                req = req.json(b);
+        loop {
+            let e = match self.call_json_once(&method, path, body, &url).await {
+                Ok(v) => return Ok(v),
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Retry(e)) => e,
+            };
+            if attempt >= self.opts.retries {
+                return Err(if attempt == 0 {
+                    e
+                } else {
+                    e.context(format!("failed {} times; giving up", attempt + 1))
+                });
             }
-            match req.send().await {
-                Ok(r) => break r,
-                Err(e) => {
-                    let what = describe_reqwest(&e);
-                    if attempt >= self.opts.retries || what == "connection refused" {
-                        bail!("{} at {url}: {what}", self.opts.flavor);
-                    }
-                    tracing::warn!("{url}: {what}; retrying");
-                    tokio::time::sleep(self.opts.backoff.saturating_mul(1 << attempt.min(16))).await;
-                    attempt += 1;
-                }
+            let delay = retry_delay(self.opts.backoff, attempt);
+            tracing::warn!("{e:#}; retrying in {delay:?}");
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    async fn call_json_once(
+        &self,
+        method: &reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        url: &str,
+    ) -> Result<Value, Failure> {
+        let mut req = self.request(method.clone(), path).timeout(self.opts.timeout);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let what = describe_reqwest(&e);
+                let err = anyhow!("{} at {url}: {what}", self.opts.flavor);
+                return Err(if what == "connection refused" && !self.connected {
+                    Failure::Fatal(err)
+                } else {
+                    Failure::Retry(err)
+                });
             }
         };
         let status = resp.status();
-        let text = resp.text().await.map_err(|e| anyhow!("{url}: {}", describe_reqwest(&e)))?;
-        if !status.is_success() {
-            bail!("{url} answered HTTP {}: {}", status.as_u16(), server_message(&text));
-        }
-        serde_json::from_str(&text).map_err(|e| anyhow!("{url} answered with invalid JSON ({e}): {}", clip(&text, 200)))
+        let cap = if status.is_success() { MAX_JSON_BODY } else { MAX_ERROR_BODY };
+        let answer =
+            read_capped(resp, cap).await.map_err(|e| Failure::Retry(anyhow!("{url}: {}", describe_reqwest(&e))))?;
+        json_body(url, &answer).map_err(|e| {
+            if status.is_server_error() || status.as_u16() == 429 {
+                Failure::Retry(e)
+            } else {
+                Failure::Fatal(e)
+            }
+        })
     }
 
     async fn get_json(&self, path: &str) -> Result<Value> {
@@ -319,11 +425,23 @@ impl HttpBackend {
         }
     }
 
-    /// One attempt: streams a continuation of `turn` and returns how it ended.
+    /// The error of a turn past its deadline.
+    fn past_deadline(&self, url: &str, req: &GenRequest<'_>) -> anyhow::Error {
+        anyhow!(
+            "{url}: the turn took longer than its deadline of {:.0} s (--http-turn-deadline; by default \
+             --http-timeout plus 1 s per token of the turn's limit)",
+            self.opts.turn_deadline_for(req.max_tokens).as_secs_f64()
+        )
+    }
+
+    /// One attempt: streams a continuation of `turn` and returns how it ended. Bounded whatever the server does:
+    /// by the turn's token limit (one token per event with text, [`MAX_TOKEN_BYTES`] of text per token), by the
+    /// stall timeout (reset by events only), and by `deadline`.
     async fn attempt(
         &self,
         req: &GenRequest<'_>,
         turn: &mut Turn,
+        deadline: Instant,
         on_piece: &mut dyn FnMut(&str),
     ) -> Result<Option<Done>, Failure> {
         let prompt = format!("{}{}", req.prompt, turn.stream.received());
@@ -339,46 +457,54 @@ impl HttpBackend {
         };
         let url = self.endpoint(path);
         let send = self.request(reqwest::Method::POST, path).header("Accept", "text/event-stream").json(&body).send();
-        let resp = match tokio::time::timeout(self.opts.timeout, send).await {
+        let wait = self.opts.timeout.min(deadline.saturating_duration_since(Instant::now()));
+        let resp = match tokio::time::timeout(wait, send).await {
+            Err(_) if Instant::now() >= deadline => return Err(Failure::Fatal(self.past_deadline(&url, req))),
             Err(_) => return Err(Failure::Retry(anyhow!("{url}: no response within {:?}", self.opts.timeout))),
             Ok(Err(e)) => return Err(Failure::Retry(anyhow!("{url}: {}", describe_reqwest(&e)))),
             Ok(Ok(r)) => r,
         };
         let status = resp.status();
         if !status.is_success() {
-            let text = tokio::time::timeout(self.opts.timeout, resp.text()).await.ok().and_then(Result::ok);
-            let e = anyhow!("{url} answered HTTP {}: {}", status.as_u16(), server_message(&text.unwrap_or_default()));
+            let answer = tokio::time::timeout(wait, read_capped(resp, MAX_ERROR_BODY)).await.ok().and_then(Result::ok);
+            let text = answer.map(|a| String::from_utf8_lossy(&a.bytes).into_owned()).unwrap_or_default();
+            let e = anyhow!("{url} answered HTTP {}: {}", status.as_u16(), server_message(&text));
             return Err(if status.is_server_error() || status.as_u16() == 429 {
                 Failure::Retry(e)
             } else {
                 Failure::Fatal(e)
             });
         }
+        let max_text = usize::try_from(req.max_tokens).unwrap_or(usize::MAX).saturating_mul(MAX_TOKEN_BYTES);
         let mut stream = resp.bytes_stream();
         let mut parser = SseParser::default();
         turn.events = 0;
         let tick = Duration::from_millis(100);
-        let mut idle = Duration::ZERO;
+        // The last event (not comment, not partial line), and when the turn's limit was reached.
+        let mut last_event = Instant::now();
+        let mut limit_reached: Option<Instant> = None;
+        let limit = || -> Result<Option<Done>, Failure> { Ok(Some(Done::new(EngineStop::Limit))) };
         loop {
             if req.cancel.load(Ordering::Relaxed) {
                 return Err(Failure::Fatal(Interrupted.into()));
             }
-            let next = match tokio::time::timeout(tick.min(self.opts.timeout), stream.next()).await {
-                Err(_) => {
-                    idle += tick;
-                    if idle >= self.opts.timeout {
-                        return Err(Failure::Retry(anyhow!(
-                            "{url}: the stream stalled (no data for {:.1} s)",
-                            self.opts.timeout.as_secs_f64()
-                        )));
-                    }
-                    continue;
-                }
-                Ok(n) => n,
-            };
-            idle = Duration::ZERO;
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Failure::Fatal(self.past_deadline(&url, req)));
+            }
+            if limit_reached.is_some_and(|t| now - t >= LIMIT_GRACE.min(self.opts.timeout)) {
+                return limit();
+            }
+            if now - last_event >= self.opts.timeout {
+                return Err(Failure::Retry(anyhow!(
+                    "{url}: the stream stalled (no event for {:.1} s)",
+                    self.opts.timeout.as_secs_f64()
+                )));
+            }
+            let Ok(next) = tokio::time::timeout(tick.min(self.opts.timeout), stream.next()).await else { continue };
             let (events, ended) = match next {
                 Some(Ok(bytes)) => (parser.push(&bytes).map_err(|e| Failure::Fatal(e.context(url.clone())))?, false),
+                Some(Err(_)) if limit_reached.is_some() => return limit(),
                 Some(Err(e)) => {
                     return Err(Failure::Retry(anyhow!("{url}: the stream broke off: {}", describe_reqwest(&e))));
                 }
@@ -388,13 +514,28 @@ impl HttpBackend {
                     (last, true)
                 }
             };
+            if !events.is_empty() {
+                last_event = Instant::now();
+            }
             for event in &events {
-                let chunk = match self.parse(event) {
+                let mut chunk = match self.parse(event) {
                     Ok(Some(c)) => c,
                     Ok(None) => continue,
                     Err(e) => return Err(Failure::Fatal(e.context(format!("{url} sent a bad stream")))),
                 };
                 if !chunk.text.is_empty() {
+                    if limit_reached.is_some() {
+                        // The server ignores the limit: what it sends past it is not part of the turn.
+                        return limit();
+                    }
+                    let room = max_text.saturating_sub(turn.stream.received().len());
+                    if chunk.text.len() > room {
+                        let mut cut = room;
+                        while !chunk.text.is_char_boundary(cut) {
+                            cut -= 1;
+                        }
+                        chunk.text.truncate(cut);
+                    }
                     turn.events += 1;
                     turn.first_piece.get_or_insert_with(Instant::now);
                     let step = turn.stream.push(&chunk.text);
@@ -404,12 +545,18 @@ impl HttpBackend {
                     if step.stopped {
                         return Ok(None);
                     }
+                    if turn.tokens_before + turn.events >= req.max_tokens || turn.stream.received().len() >= max_text {
+                        limit_reached = Some(Instant::now());
+                    }
                 }
                 if let Some(done) = chunk.done {
                     return Ok(Some(done));
                 }
             }
             if ended {
+                if limit_reached.is_some() {
+                    return limit();
+                }
                 return Err(Failure::Retry(anyhow!("{url}: the stream ended before the turn was finished")));
             }
         }
@@ -417,11 +564,12 @@ impl HttpBackend {
 
     async fn generate_async(&self, req: &GenRequest<'_>, on_piece: &mut dyn FnMut(&str)) -> Result<Generation> {
         let started = Instant::now();
+        let deadline = started + self.opts.turn_deadline_for(req.max_tokens);
         let prompt_tokens = self.count_prompt(req.prompt).await?;
         let mut turn = Turn::new(&req.sampler.stop);
         let mut attempt = 0u32;
         let done = loop {
-            match self.attempt(req, &mut turn, on_piece).await {
+            match self.attempt(req, &mut turn, deadline, on_piece).await {
                 Ok(done) => break done,
                 Err(Failure::Fatal(e)) => return Err(e),
                 Err(Failure::Retry(e)) => {
@@ -430,10 +578,13 @@ impl HttpBackend {
                         let tries = attempt + 1;
                         return Err(e.context(format!("{} failed {tries} time(s); giving up", self.opts.flavor)));
                     }
-                    let delay = self.opts.backoff.saturating_mul(1 << attempt.min(16)).min(Duration::from_secs(30));
+                    let delay = retry_delay(self.opts.backoff, attempt);
                     tracing::warn!("{e:#}; retrying in {delay:?}");
                     attempt += 1;
                     let until = Instant::now() + delay;
+                    if until >= deadline {
+                        return Err(e.context(self.past_deadline(&self.opts.url, req).to_string()));
+                    }
                     while Instant::now() < until {
                         if req.cancel.load(Ordering::Relaxed) {
                             return Err(Interrupted.into());
