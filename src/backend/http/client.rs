@@ -666,3 +666,41 @@ impl Backend for HttpBackend {
         self.rt.block_on(self.generate_async(req, on_piece))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_15_every_backoff_is_capped() {
+        let base = Duration::from_millis(500);
+        assert_eq!(retry_delay(base, 0), base);
+        assert_eq!(retry_delay(base, 2), Duration::from_secs(2));
+        assert_eq!(retry_delay(base, 6), MAX_RETRY_DELAY, "32 s is capped at 30 s");
+        assert_eq!(retry_delay(Duration::from_secs(3600), 0), MAX_RETRY_DELAY, "--http-backoff-ms is capped too");
+        assert_eq!(retry_delay(Duration::MAX, u32::MAX), MAX_RETRY_DELAY);
+    }
+
+    #[test]
+    fn issue_15_a_json_answer_over_the_cap_or_not_json_is_an_error_naming_the_url() {
+        let body = |status: u16, bytes: &[u8], over: bool| Body { status, bytes: bytes.to_vec(), over };
+        assert_eq!(json_body("http://h/tokenize", &body(200, br#"{"tokens":[1]}"#, false)).unwrap()["tokens"][0], 1);
+        let e = json_body("http://h/props", &body(200, b"{", true)).unwrap_err().to_string();
+        assert!(e.contains("http://h/props answered with more than 16 MiB"), "{e}");
+        let e = json_body("http://h/props", &body(200, b"<html>oops", false)).unwrap_err().to_string();
+        assert!(e.contains("invalid JSON") && e.contains("<html>oops"), "{e}");
+        // An error answer is read with its own, smaller cap: a cut-off message is still shown.
+        let e = json_body("http://h/tokenize", &body(503, br#"{"error":{"message":"busy"#, true)).unwrap_err();
+        assert!(e.to_string().contains("HTTP 503: {\"error\":{\"message\":\"busy"), "{e}");
+        let e = json_body("http://h/x", &body(500, &[0xff, 0xfe], false)).unwrap_err();
+        assert!(e.to_string().contains("HTTP 500"), "{e}");
+    }
+
+    #[test]
+    fn issue_15_the_default_turn_deadline_is_the_stall_timeout_plus_a_second_per_token() {
+        let o = HttpOptions::new("http://h", super::super::Flavor::LlamaServer);
+        assert_eq!(o.turn_deadline_for(512), Duration::from_secs(600 + 512));
+        let set = HttpOptions { turn_deadline: Some(Duration::from_secs(5)), ..o };
+        assert_eq!(set.turn_deadline_for(512), Duration::from_secs(5));
+    }
+}

@@ -50,6 +50,8 @@ pub mod fleet;
 pub mod koboldcpp;
 pub mod llama_server;
 pub mod openai;
+#[cfg(test)]
+mod proptests;
 pub mod sse;
 pub mod wire;
 
