@@ -492,10 +492,10 @@ impl HttpBackend {
             if now >= deadline {
                 return Err(Failure::Fatal(self.past_deadline(&url, req)));
             }
-            if limit_reached.is_some_and(|t| now - t >= LIMIT_GRACE.min(self.opts.timeout)) {
+            if limit_reached.is_some_and(|t| now.saturating_duration_since(t) >= LIMIT_GRACE.min(self.opts.timeout)) {
                 return limit();
             }
-            if now - last_event >= self.opts.timeout {
+            if now.saturating_duration_since(last_event) >= self.opts.timeout {
                 return Err(Failure::Retry(anyhow!(
                     "{url}: the stream stalled (no event for {:.1} s)",
                     self.opts.timeout.as_secs_f64()
@@ -564,7 +564,10 @@ impl HttpBackend {
 
     async fn generate_async(&self, req: &GenRequest<'_>, on_piece: &mut dyn FnMut(&str)) -> Result<Generation> {
         let started = Instant::now();
-        let deadline = started + self.opts.turn_deadline_for(req.max_tokens);
+        // A deadline too far to represent is as good as none: a year stands in for it.
+        let deadline = started
+            .checked_add(self.opts.turn_deadline_for(req.max_tokens))
+            .unwrap_or_else(|| started + Duration::from_secs(365 * 86_400));
         let prompt_tokens = self.count_prompt(req.prompt).await?;
         let mut turn = Turn::new(&req.sampler.stop);
         let mut attempt = 0u32;
