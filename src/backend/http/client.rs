@@ -282,7 +282,7 @@ impl HttpBackend {
                 return Err(if attempt == 0 {
                     e
                 } else {
-                    e.context(format!("failed {} times; giving up", attempt + 1))
+                    e.context(format!("failed {} times; giving up", attempt.saturating_add(1)))
                 });
             }
             let delay = retry_delay(self.opts.backoff, attempt);
@@ -578,7 +578,7 @@ impl HttpBackend {
                 Err(Failure::Retry(e)) => {
                     turn.tokens_before += turn.events;
                     if attempt >= self.opts.retries {
-                        let tries = attempt + 1;
+                        let tries = attempt.saturating_add(1);
                         return Err(e.context(format!("{} failed {tries} time(s); giving up", self.opts.flavor)));
                     }
                     let delay = retry_delay(self.opts.backoff, attempt);
