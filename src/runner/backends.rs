@@ -20,8 +20,9 @@ pub enum OpenBackend<'a> {
     /// An in-process model, kept in [`Backends`].
     #[cfg(feature = "llama")]
     Llama(&'a mut LlamaBackend),
-    /// An HTTP server or fleet ([`HttpBackend::replica`] gives the HTTP workers one each).
-    Http(Box<HttpBackend>),
+    /// An HTTP server or fleet ([`HttpBackend::replica`] gives the HTTP workers one each). It borrows nothing (the
+    /// marker keeps the lifetime when the in-process variant is compiled out).
+    Http(Box<HttpBackend>, std::marker::PhantomData<&'a ()>),
 }
 
 impl OpenBackend<'_> {
@@ -30,7 +31,7 @@ impl OpenBackend<'_> {
         match self {
             #[cfg(feature = "llama")]
             OpenBackend::Llama(m) => &mut **m,
-            OpenBackend::Http(b) => &mut **b,
+            OpenBackend::Http(b, _) => &mut **b,
         }
     }
 }
@@ -166,7 +167,7 @@ pub fn open_http<'a>(s: &Settings, role: Role, warn: bool) -> Result<OpenBackend
         role: role.as_str(),
         ..HttpOptions::new(String::new(), *flavor)
     };
-    Ok(OpenBackend::Http(Box::new(HttpBackend::connect(opts)?)))
+    Ok(OpenBackend::Http(Box::new(HttpBackend::connect(opts)?), std::marker::PhantomData))
 }
 
 /// Turns registry names into files (fetching them on first use) and checks every GGUF header, before anything is

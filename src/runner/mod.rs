@@ -236,7 +236,7 @@ fn pick<'a>(
             Box::new(batched::Batched { assistant, user, parallel })
         }
         // Each worker thread gets its own connections to the fleets opened (and checked) here.
-        (OpenBackend::Http(assistant), OpenBackend::Http(user)) if parallel > 1 => {
+        (OpenBackend::Http(assistant, _), OpenBackend::Http(user, _)) if parallel > 1 => {
             Box::new(workers::Workers { parallel, assistant, user })
         }
         (assistant, user) => Box::new(sequential::Sequential { assistant, user, stream: !console.quiet }),
