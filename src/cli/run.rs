@@ -103,19 +103,31 @@ pub struct BackendArgs {
     /// llama-cpp-python). Required with `--backend http`.
     #[arg(long, value_enum, value_name = "FLAVOR")]
     pub flavor: Option<Flavor>,
-    /// The assistant's server, e.g. `http://127.0.0.1:8080`. Default: `api_url` from the config.
-    #[arg(long, value_name = "URL")]
-    pub url: Option<String>,
+    /// The assistant's server, e.g. `http://127.0.0.1:8080`. Repeat it for a fleet of replicas serving the same
+    /// model: each request goes to the one with the fewest in flight. Default: `api_url` from the config.
+    #[arg(long, value_name = "URL", conflicts_with = "endpoints")]
+    pub url: Vec<String>,
+    /// A file listing the assistant's servers, one `URL [flavor] [weight]` per line (`#` comments); see
+    /// docs/fleet.md. Instead of --url.
+    #[arg(long, value_name = "FILE")]
+    pub endpoints: Option<PathBuf>,
     /// The user's engine (default: the same as --backend).
     #[arg(long, value_enum, value_name = "KIND")]
     pub user_backend: Option<BackendKind>,
     /// The protocol of the user's server (default: the same as --flavor).
     #[arg(long, value_enum, value_name = "FLAVOR")]
     pub user_flavor: Option<Flavor>,
-    /// The user's server. Default: the assistant's --url when given, else `user_api_url` from the config, else
-    /// `api_url`.
-    #[arg(long, value_name = "URL")]
-    pub user_url: Option<String>,
+    /// The user's server; repeat it for a fleet. Default: the assistant's servers (--url or --endpoints) when
+    /// given, else `user_api_url` from the config, else `api_url`.
+    #[arg(long, value_name = "URL", conflicts_with = "user_endpoints")]
+    pub user_url: Vec<String>,
+    /// A file listing the user's servers, one `URL [flavor] [weight]` per line. Instead of --user-url.
+    #[arg(long, value_name = "FILE")]
+    pub user_endpoints: Option<PathBuf>,
+    /// The most requests in flight on any one server of a fleet at once (default: no limit; `--parallel` is the
+    /// total in flight).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub endpoint_cap: Option<u32>,
     /// The environment variable that holds the servers' API key, sent as a bearer token. The key itself is never
     /// printed or written to a transcript.
     #[arg(long, value_name = "NAME", default_value = "PARROT_API_KEY")]

@@ -2,7 +2,8 @@
 //! [`LoadOptions`] and the HTTP options, and keeps loaded models across the cells of a sweep.
 //!
 //! A role's [`OpenBackend`] is either an in-process model (borrowed from the [`Backends`] cache, reloaded only when its
-//! options change) or an HTTP connection. Opening an HTTP role connects, so an unreachable server fails here,
+//! options change) or an HTTP connection. Opening an HTTP role connects to every endpoint of its fleet and checks
+//! that they serve the same model with the same context size, so an unreachable or mismatched server fails here,
 //! before any transcript is written.
 
 use anyhow::{anyhow, Result};
@@ -19,8 +20,9 @@ pub enum OpenBackend<'a> {
     /// An in-process model, kept in [`Backends`].
     #[cfg(feature = "llama")]
     Llama(&'a mut LlamaBackend),
-    /// An HTTP server (or, for tests, any other backend).
-    Http(Box<dyn Backend + 'a>),
+    /// An HTTP server or fleet ([`HttpBackend::replica`] gives the HTTP workers one each). It borrows nothing (the
+    /// marker keeps the lifetime when the in-process variant is compiled out).
+    Http(Box<HttpBackend>, std::marker::PhantomData<&'a ()>),
 }
 
 impl OpenBackend<'_> {
@@ -29,7 +31,7 @@ impl OpenBackend<'_> {
         match self {
             #[cfg(feature = "llama")]
             OpenBackend::Llama(m) => &mut **m,
-            OpenBackend::Http(b) => b.as_mut(),
+            OpenBackend::Http(b, _) => &mut **b,
         }
     }
 }
@@ -123,12 +125,15 @@ pub fn share_key(s: &Settings) -> String {
     format!("{}||{}||{:?}", role(Role::Assistant), role(Role::User), s.http)
 }
 
-/// Opens an HTTP role's connection (`warn`: print what its engine will not honour).
+/// Opens an HTTP role's connection (`warn`: print what its engine will not honour): probes every endpoint of its
+/// fleet and checks that they serve the same model (name from `/props`, `/v1/models` or koboldcpp's model route)
+/// and context size.
 ///
 /// # Errors
-/// A server that cannot be reached, or a sampler setting the engine cannot express.
+/// A server that cannot be reached, one that serves another model or context size than the first (named), or a
+/// sampler setting an engine cannot express.
 pub fn open_http<'a>(s: &Settings, role: Role, warn: bool) -> Result<OpenBackend<'a>> {
-    let BackendSpec::Http { url, flavor } = &s.role(role).backend else {
+    let BackendSpec::Http { endpoints, flavor } = &s.role(role).backend else {
         #[cfg(not(feature = "llama"))]
         anyhow::bail!(
             "this parrot was built without the `llama` feature: rebuild with default features, or use --backend http"
@@ -136,12 +141,16 @@ pub fn open_http<'a>(s: &Settings, role: Role, warn: bool) -> Result<OpenBackend
         #[cfg(feature = "llama")]
         return Err(anyhow!("the {} role is not an HTTP role", role.as_str()));
     };
-    let warnings = check_sampler(*flavor, s.sampler(role)).map_err(|e| {
-        anyhow!("{} role on {flavor} at {}: {e:#}", role.as_str(), crate::backend::http::strip_credentials(url))
-    })?;
-    if warn {
-        for w in warnings {
-            eprintln!("parrot: warning: {} role on {flavor}: {w}", role.as_str());
+    let mut flavors: Vec<_> = endpoints.iter().filter_map(|e| e.flavor).collect();
+    flavors.dedup();
+    let at = s.role(role).backend.labels().join(", ");
+    for f in flavors.iter().copied().chain(std::iter::once(*flavor).filter(|_| flavors.is_empty())) {
+        let warnings =
+            check_sampler(f, s.sampler(role)).map_err(|e| anyhow!("{} role on {f} at {at}: {e:#}", role.as_str()))?;
+        if warn {
+            for w in warnings {
+                eprintln!("parrot: warning: {} role on {f}: {w}", role.as_str());
+            }
         }
     }
     let m = s.model_config(role);
@@ -154,9 +163,12 @@ pub fn open_http<'a>(s: &Settings, role: Role, warn: bool) -> Result<OpenBackend
         retries: s.http.retries,
         backoff: s.http.backoff,
         turn_deadline: s.http.turn_deadline,
-        ..HttpOptions::new(url.clone(), *flavor)
+        endpoints: endpoints.clone(),
+        cap: s.http.endpoint_cap,
+        role: role.as_str(),
+        ..HttpOptions::new(String::new(), *flavor)
     };
-    Ok(OpenBackend::Http(Box::new(HttpBackend::connect(opts)?)))
+    Ok(OpenBackend::Http(Box::new(HttpBackend::connect(opts)?), std::marker::PhantomData))
 }
 
 /// Turns registry names into files (fetching them on first use) and checks every GGUF header, before anything is

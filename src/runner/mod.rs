@@ -183,6 +183,9 @@ pub fn run_group(console: &Console, jobs: &[Job<'_>], backends: &mut Backends) -
         let config_json = serde_json::to_value(&settings.config)?;
         let mut fields = serde_json::Map::new();
         fields.insert("config".into(), config_json.clone());
+        if let Some(endpoints) = endpoint_record(settings) {
+            fields.insert("endpoints".into(), endpoints);
+        }
         folder::write_record(&job.out.join("run.json"), fields, job.invocation)?;
         queues.push(Queue::new(job, settings, config_json)?);
     }
@@ -194,6 +197,28 @@ pub fn run_group(console: &Console, jobs: &[Job<'_>], backends: &mut Backends) -
         queue.report_retried();
     }
     Ok(outcome)
+}
+
+/// `run.json`'s `endpoints`: per HTTP role, its servers as `scheme://host:port` (never a credential, path or
+/// query) with flavor and weight. `None` when both roles run in-process.
+fn endpoint_record(s: &Settings) -> Option<serde_json::Value> {
+    use crate::backend::http::fleet::endpoint_label;
+    use crate::settings::{BackendSpec, Role};
+    let mut out = serde_json::Map::new();
+    for role in [Role::Assistant, Role::User] {
+        if let BackendSpec::Http { endpoints, flavor } = &s.role(role).backend {
+            let list: Vec<serde_json::Value> = endpoints
+                .iter()
+                .filter_map(|e| {
+                    let label = endpoint_label(&e.url).ok()?;
+                    let flavor = e.flavor.unwrap_or(*flavor).as_str();
+                    Some(serde_json::json!({"endpoint": label, "flavor": flavor, "weight": e.weight}))
+                })
+                .collect();
+            out.insert(role.as_str().into(), serde_json::Value::Array(list));
+        }
+    }
+    (!out.is_empty()).then_some(serde_json::Value::Object(out))
 }
 
 /// The one place a scheduler is chosen: several conversations at once when both roles can do that on the same
@@ -210,8 +235,10 @@ fn pick<'a>(
         (OpenBackend::Llama(assistant), OpenBackend::Llama(user)) if parallel > 1 => {
             Box::new(batched::Batched { assistant, user, parallel })
         }
-        // Each worker thread opens its own connections; the pair opened here checked that the servers answer.
-        (OpenBackend::Http(_), OpenBackend::Http(_)) if parallel > 1 => Box::new(workers::Workers { parallel }),
+        // Each worker thread gets its own connections to the fleets opened (and checked) here.
+        (OpenBackend::Http(assistant, _), OpenBackend::Http(user, _)) if parallel > 1 => {
+            Box::new(workers::Workers { parallel, assistant, user })
+        }
         (assistant, user) => Box::new(sequential::Sequential { assistant, user, stream: !console.quiet }),
     }
 }

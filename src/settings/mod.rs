@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use crate::backend::http::fleet::{endpoint_label, read_endpoints, EndpointSpec};
 use crate::backend::http::Flavor;
 use crate::cli::{BackendArgs, BackendKind, GlobalArgs, RunArgs, SweepArgs};
 use crate::config::{Config, ModelConfig, SamplerConfig};
@@ -44,13 +45,27 @@ impl Console {
 pub enum BackendSpec {
     /// In-process llama.cpp.
     Llama,
-    /// An HTTP server.
+    /// One HTTP server, or a fleet of them serving the same model.
     Http {
-        /// Its base URL.
-        url: String,
-        /// Its protocol.
+        /// Its endpoints, at least one, each with its flavor filled in (URLs as given: they may hold credentials,
+        /// so only their [`endpoint_label`]s are shown or recorded).
+        endpoints: Vec<EndpointSpec>,
+        /// The role's protocol (`--flavor`, or the first endpoint's), which names the backend (`http:<flavor>`).
         flavor: Flavor,
     },
+}
+
+impl BackendSpec {
+    /// The endpoint labels (`scheme://host:port`) of an HTTP role, for messages and `run.json`; empty in-process.
+    #[must_use]
+    pub fn labels(&self) -> Vec<String> {
+        match self {
+            BackendSpec::Llama => Vec::new(),
+            BackendSpec::Http { endpoints, .. } => {
+                endpoints.iter().filter_map(|e| endpoint_label(&e.url).ok()).collect()
+            }
+        }
+    }
 }
 
 impl BackendSpec {
@@ -107,6 +122,8 @@ pub struct HttpSettings {
     /// The longest one turn may take (`--http-turn-deadline`); `None`: the stall timeout plus 1 s per token of the
     /// turn's limit ([`crate::backend::http::HttpOptions::turn_deadline_for`]).
     pub turn_deadline: Option<Duration>,
+    /// The most requests in flight on one endpoint of a fleet (`--endpoint-cap`).
+    pub endpoint_cap: Option<u32>,
 }
 
 /// Settings of one set of conversations: the config with every flag applied, and each role's backend.
@@ -368,7 +385,11 @@ fn settings(args: &RunArgs, overrides: &[String]) -> Result<Settings> {
         config.user.model = Some(m.clone());
     }
     config.validate().map_err(|e| anyhow!("invalid settings: {e}"))?;
-    let (assistant, user) = backends(&args.backends, &config, args.parallel)?;
+    let files = EndpointFiles {
+        assistant: args.backends.endpoints.as_deref().map(|p| read_endpoints(p, "--endpoints")).transpose()?,
+        user: args.backends.user_endpoints.as_deref().map(|p| read_endpoints(p, "--user-endpoints")).transpose()?,
+    };
+    let (assistant, user) = backends(&args.backends, &config, args.parallel, &files)?;
     // The backends hold the URLs; the config is recorded (run.json, transcript headers), so without credentials.
     for url in [&mut config.api_url, &mut config.user_api_url].into_iter().flatten() {
         *url = crate::backend::http::redact_credentials(url);
@@ -390,43 +411,89 @@ fn settings(args: &RunArgs, overrides: &[String]) -> Result<Settings> {
         retries: b.http_retries,
         backoff: Duration::from_millis(b.http_backoff_ms),
         turn_deadline: b.http_turn_deadline.map(Duration::from_secs_f64),
+        endpoint_cap: b.endpoint_cap,
     };
     Ok(Settings { config, assistant, user, http, seed })
 }
 
-/// Turns the flags and the config's `api_url` / `user_api_url` into each role's backend. Pure.
+/// The endpoints files of the two roles (`--endpoints`, `--user-endpoints`), already read and parsed.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointFiles {
+    /// The assistant's.
+    pub assistant: Option<Vec<EndpointSpec>>,
+    /// The user's.
+    pub user: Option<Vec<EndpointSpec>>,
+}
+
+/// Turns the flags, the endpoints files and the config's `api_url` / `user_api_url` into each role's backend. Pure.
 ///
 /// # Errors
-/// A missing flavor or URL, or `--parallel` above 1 with one role in-process and one on HTTP; the message names the
-/// flag.
-pub fn backends(args: &BackendArgs, config: &Config, parallel: u32) -> Result<(BackendSpec, BackendSpec)> {
+/// A missing flavor or URL, a URL that is not `http(s)://HOST:PORT` (credentials in a URL are kept for the requests
+/// and redacted wherever the URL is shown or recorded), one listed twice, or `--parallel` above 1 with one role in-process and one on
+/// HTTP; the message names the flag.
+pub fn backends(
+    args: &BackendArgs,
+    config: &Config,
+    parallel: u32,
+    files: &EndpointFiles,
+) -> Result<(BackendSpec, BackendSpec)> {
+    let from_flags = |urls: &[String], flag: &str| -> Result<Option<Vec<EndpointSpec>>> {
+        if urls.is_empty() {
+            return Ok(None);
+        }
+        urls.iter()
+            .map(|u| {
+                endpoint_label(u)
+                    .map_err(|e| anyhow!("{flag} '{}': {e}", crate::backend::http::strip_credentials(u)))?;
+                Ok(EndpointSpec { url: u.clone(), flavor: None, weight: 1 })
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    };
+    let from_config = |url: &Option<String>, key: &str| -> Result<Option<Vec<EndpointSpec>>> {
+        let Some(u) = url else { return Ok(None) };
+        endpoint_label(u)
+            .map_err(|e| anyhow!("config `{key}` '{}': {e}", crate::backend::http::strip_credentials(u)))?;
+        Ok(Some(vec![EndpointSpec { url: u.clone(), flavor: None, weight: 1 }]))
+    };
+    let assistant_list = match from_flags(&args.url, "--url")? {
+        Some(l) => Some(l),
+        None => files.assistant.clone(),
+    };
     let assistant = match args.backend {
         BackendKind::Llama => BackendSpec::Llama,
-        BackendKind::Http => BackendSpec::Http {
-            url: args.url.clone().or_else(|| config.api_url.clone()).ok_or_else(|| {
-                anyhow!("--backend http needs the server's address: pass --url URL or set `api_url` in the config")
-            })?,
-            flavor: args
-                .flavor
-                .ok_or_else(|| anyhow!("--backend http needs --flavor llama-server, koboldcpp or openai"))?,
-        },
+        BackendKind::Http => {
+            let list = match assistant_list.clone() {
+                Some(l) => l,
+                None => from_config(&config.api_url, "api_url")?.ok_or_else(|| {
+                    anyhow!(
+                        "--backend http needs the server's address: pass --url URL (repeatable), --endpoints FILE, \
+                         or set `api_url` in the config"
+                    )
+                })?,
+            };
+            http_spec(list, args.flavor, "--flavor", "the assistant")?
+        }
     };
     let user = match args.user_backend.unwrap_or(args.backend) {
         BackendKind::Llama => BackendSpec::Llama,
-        BackendKind::Http => BackendSpec::Http {
-            url: args
-                .user_url
-                .clone()
-                .or_else(|| args.url.clone())
-                .or_else(|| config.user_api_url.clone())
-                .or_else(|| config.api_url.clone())
-                .ok_or_else(|| {
-                    anyhow!("an HTTP user role needs its server: pass --user-url URL or set `user_api_url`")
-                })?,
-            flavor: args.user_flavor.or(args.flavor).ok_or_else(|| {
-                anyhow!("an HTTP user role needs --user-flavor (or --flavor) llama-server, koboldcpp or openai")
-            })?,
-        },
+        BackendKind::Http => {
+            let list = match from_flags(&args.user_url, "--user-url")? {
+                Some(l) => l,
+                None => match files.user.clone().or(assistant_list) {
+                    Some(l) => l,
+                    None => from_config(&config.user_api_url, "user_api_url")?
+                        .map_or_else(|| from_config(&config.api_url, "api_url"), |l| Ok(Some(l)))?
+                        .ok_or_else(|| {
+                            anyhow!(
+                                "an HTTP user role needs its server: pass --user-url URL (repeatable), \
+                                 --user-endpoints FILE, or set `user_api_url`"
+                            )
+                        })?,
+                },
+            };
+            http_spec(list, args.user_flavor.or(args.flavor), "--user-flavor (or --flavor)", "the user")?
+        }
     };
     if parallel > 1 && assistant.is_http() != user.is_http() {
         bail!(
@@ -435,6 +502,22 @@ pub fn backends(args: &BackendArgs, config: &Config, parallel: u32) -> Result<(B
         );
     }
     Ok((assistant, user))
+}
+
+/// One HTTP role from its endpoint list: every endpoint gets a flavor (its own, else the role's), none twice.
+fn http_spec(mut list: Vec<EndpointSpec>, flavor: Option<Flavor>, flag: &str, role: &str) -> Result<BackendSpec> {
+    let mut seen = std::collections::HashSet::new();
+    for e in &mut list {
+        let label = endpoint_label(&e.url)?;
+        if !seen.insert(label.clone()) {
+            bail!("{role}'s endpoint {label} is listed twice; list each server once (give it a weight for a larger share)");
+        }
+        e.flavor = Some(e.flavor.or(flavor).ok_or_else(|| {
+            anyhow!("an HTTP role needs {flag} llama-server, koboldcpp or openai (or a flavor on each endpoints line)")
+        })?);
+    }
+    let first = list.first().and_then(|e| e.flavor).ok_or_else(|| anyhow!("{role} has no HTTP endpoint"))?;
+    Ok(BackendSpec::Http { flavor: flavor.unwrap_or(first), endpoints: list })
 }
 
 #[cfg(test)]
@@ -453,35 +536,112 @@ mod tests {
     }
 
     fn http(url: &str, flavor: Flavor) -> BackendSpec {
-        BackendSpec::Http { url: url.into(), flavor }
+        BackendSpec::Http { endpoints: vec![EndpointSpec { url: url.into(), flavor: Some(flavor), weight: 1 }], flavor }
+    }
+
+    fn specs(urls: &[&str], flavor: Flavor) -> Vec<EndpointSpec> {
+        urls.iter().map(|u| EndpointSpec { url: (*u).into(), flavor: Some(flavor), weight: 1 }).collect()
+    }
+
+    #[test]
+    fn repeated_urls_make_a_fleet_for_both_roles_unless_the_user_has_its_own() {
+        let flags = ["--backend", "http", "--flavor", "openai", "--url", "http://a:1", "--url", "http://b:2"];
+        let (a, u) = backends(&parse(&flags), &Config::default(), 6, &EndpointFiles::default()).unwrap();
+        let fleet = BackendSpec::Http {
+            endpoints: specs(&["http://a:1", "http://b:2"], Flavor::Openai),
+            flavor: Flavor::Openai,
+        };
+        assert_eq!(a, fleet);
+        assert_eq!(u, fleet, "the user role defaults to the assistant's servers");
+        assert_eq!(a.labels(), ["http://a:1", "http://b:2"]);
+        let more = [&flags[..], &["--user-url", "http://c:3"]].concat();
+        let (_, u) = backends(&parse(&more), &Config::default(), 6, &EndpointFiles::default()).unwrap();
+        assert_eq!(u, http("http://c:3", Flavor::Openai));
+    }
+
+    #[test]
+    fn endpoints_files_give_each_line_its_flavor_and_weight() {
+        let file =
+            crate::backend::http::fleet::parse_endpoints("http://a:1 llama-server 2\nhttp://b:2\n", "f").unwrap();
+        let files = EndpointFiles { assistant: Some(file), user: None };
+        let flags = ["--backend", "http", "--flavor", "openai"];
+        let (a, u) = backends(&parse(&flags), &Config::default(), 1, &files).unwrap();
+        let BackendSpec::Http { endpoints, flavor } = &a else { panic!("http") };
+        assert_eq!(*flavor, Flavor::Openai);
+        assert_eq!((endpoints[0].flavor, endpoints[0].weight), (Some(Flavor::LlamaServer), 2));
+        assert_eq!((endpoints[1].flavor, endpoints[1].weight), (Some(Flavor::Openai), 1));
+        assert_eq!(u, a, "the user role defaults to the assistant's file");
+        // Without --flavor, a line that names none has no protocol.
+        let e = backends(&parse(&["--backend", "http"]), &Config::default(), 1, &files).unwrap_err();
+        assert!(e.to_string().contains("--flavor"), "{e}");
+        assert!(T::try_parse_from(["t", "--url", "http://a:1", "--endpoints", "f"]).is_err(), "one or the other");
+        assert!(T::try_parse_from(["t", "--endpoint-cap", "0"]).is_err());
+    }
+
+    #[test]
+    fn fleet_urls_that_are_bad_or_twice_are_refused_naming_the_flag_without_credentials() {
+        let go = |extra: &[&str]| {
+            let flags = [&["--backend", "http", "--flavor", "openai"][..], extra].concat();
+            backends(&parse(&flags), &Config::default(), 1, &EndpointFiles::default()).unwrap_err().to_string()
+        };
+        let e = go(&["--url", "http://a:1", "--url", "a:1:2"]);
+        assert!(e.starts_with("--url 'a:1:2'") && e.contains("http://HOST:PORT"), "{e}");
+        let e = go(&["--url", "http://a:1", "--url", "http://a:1/"]);
+        assert!(e.contains("http://a:1 is listed twice"), "{e}");
+        let e = go(&["--url", "http://me:sk-secret@a:1", "--url", "http://me:sk-secret@a:1:2"]);
+        assert!(e.starts_with("--url 'http://a:1:2'") && !e.contains("sk-secret"), "{e}");
+        let config = Config { api_url: Some("https://me:pw@h:1:2".into()), ..Config::default() };
+        let e = backends(&parse(&["--backend", "http", "--flavor", "openai"]), &config, 1, &EndpointFiles::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("api_url") && !e.contains("pw"), "{e}");
     }
 
     #[test]
     fn http_roles_take_urls_from_flags_then_config() {
         let mut config = Config { api_url: Some("http://127.0.0.1:8081".into()), ..Config::default() };
         config.user_api_url = Some("http://127.0.0.1:8082".into());
-        let (a, u) = backends(&parse(&["--backend", "http", "--flavor", "koboldcpp"]), &config, 1).unwrap();
+        let (a, u) =
+            backends(&parse(&["--backend", "http", "--flavor", "koboldcpp"]), &config, 1, &EndpointFiles::default())
+                .unwrap();
         assert_eq!(a, http("http://127.0.0.1:8081", Flavor::Koboldcpp));
         assert_eq!(u, http("http://127.0.0.1:8082", Flavor::Koboldcpp));
-        let (_, u) =
-            backends(&parse(&["--backend", "http", "--flavor", "openai", "--url", "http://h:1"]), &config, 4).unwrap();
+        let (_, u) = backends(
+            &parse(&["--backend", "http", "--flavor", "openai", "--url", "http://h:1"]),
+            &config,
+            4,
+            &EndpointFiles::default(),
+        )
+        .unwrap();
         assert_eq!(u, http("http://h:1", Flavor::Openai), "the flag beats the config");
         let mixed = ["--backend", "http", "--flavor", "openai", "--url", "http://h:1", "--user-backend", "llama"];
-        let (a, u) = backends(&parse(&mixed), &Config::default(), 1).unwrap();
+        let (a, u) = backends(&parse(&mixed), &Config::default(), 1, &EndpointFiles::default()).unwrap();
         assert_eq!(a, http("http://h:1", Flavor::Openai));
         assert_eq!(u, BackendSpec::Llama);
-        let (a, u) = backends(&parse(&[]), &Config::default(), 4).unwrap();
+        let (a, u) = backends(&parse(&[]), &Config::default(), 4, &EndpointFiles::default()).unwrap();
         assert!(!a.is_http() && !u.is_http(), "in-process --parallel is fine");
     }
 
     #[test]
     fn missing_flavor_url_and_parallel_with_mixed_roles_are_errors_naming_the_flag() {
-        let e = backends(&parse(&["--backend", "http", "--url", "http://h:1"]), &Config::default(), 1).unwrap_err();
+        let e = backends(
+            &parse(&["--backend", "http", "--url", "http://h:1"]),
+            &Config::default(),
+            1,
+            &EndpointFiles::default(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("--flavor"), "{e}");
-        let e = backends(&parse(&["--backend", "http", "--flavor", "openai"]), &Config::default(), 1).unwrap_err();
+        let e = backends(
+            &parse(&["--backend", "http", "--flavor", "openai"]),
+            &Config::default(),
+            1,
+            &EndpointFiles::default(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("--url"), "{e}");
         let mixed = ["--backend", "http", "--flavor", "openai", "--url", "http://h:1", "--user-backend", "llama"];
-        let e = backends(&parse(&mixed), &Config::default(), 4).unwrap_err();
+        let e = backends(&parse(&mixed), &Config::default(), 4, &EndpointFiles::default()).unwrap_err();
         assert!(e.to_string().contains("--parallel 4"), "{e}");
         assert!(T::try_parse_from(["t", "--http-timeout", "-1"]).is_err());
     }

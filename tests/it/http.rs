@@ -24,14 +24,14 @@ use crate::common::{assert_date_turns, generated, parrot, root, stderr, stdout, 
 
 /// One request the fake server received.
 #[derive(Debug, Clone)]
-struct Req {
-    path: String,
-    body: Value,
-    auth: Option<String>,
+pub(crate) struct Req {
+    pub(crate) path: String,
+    pub(crate) body: Value,
+    pub(crate) auth: Option<String>,
 }
 
 /// What the handler answers.
-enum Reply {
+pub(crate) enum Reply {
     /// A JSON answer with a status.
     Json(u16, Value),
     /// An SSE stream: raw chunks written one by one, then what happens.
@@ -44,7 +44,7 @@ enum Reply {
 }
 
 /// How a stream ends.
-enum End {
+pub(crate) enum End {
     /// Normally: the connection is closed after the last chunk.
     Close,
     /// The server hangs for this long without a byte.
@@ -53,14 +53,14 @@ enum End {
 
 type Handler = dyn Fn(&Req, usize) -> Reply + Send + Sync;
 
-struct FakeServer {
+pub(crate) struct FakeServer {
     port: u16,
     requests: Arc<Mutex<Vec<Req>>>,
     stop: Arc<AtomicBool>,
 }
 
 impl FakeServer {
-    fn start(handler: impl Fn(&Req, usize) -> Reply + Send + Sync + 'static) -> FakeServer {
+    pub(crate) fn start(handler: impl Fn(&Req, usize) -> Reply + Send + Sync + 'static) -> FakeServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -80,11 +80,11 @@ impl FakeServer {
         FakeServer { port, requests, stop }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn requests(&self, path: &str) -> Vec<Req> {
+    pub(crate) fn requests(&self, path: &str) -> Vec<Req> {
         self.requests.lock().unwrap().iter().filter(|r| r.path == path).cloned().collect()
     }
 }
@@ -219,7 +219,7 @@ fn sse(v: &Value) -> String {
 }
 
 /// llama-server: `/props`, `/tokenize`, `/completion` (stream). `turn` picks the script; `mode` injects faults.
-fn llama_server_reply(req: &Req, turn: usize, fault: &Fault) -> Reply {
+pub(crate) fn llama_server_reply(req: &Req, turn: usize, fault: &Fault) -> Reply {
     match req.path.as_str() {
         "/props" => Reply::Json(
             200,
@@ -298,17 +298,17 @@ fn koboldcpp_reply(req: &Req, turn: usize) -> Reply {
 
 /// Faults injected into `/completion`, by the index of the request.
 #[derive(Default)]
-struct Fault {
+pub(crate) struct Fault {
     /// Requests answered with this status and body.
-    status: Option<(u16, Value, std::ops::Range<usize>)>,
+    pub(crate) status: Option<(u16, Value, std::ops::Range<usize>)>,
     /// Requests whose stream breaks off after this many tokens.
-    cut: Option<(usize, std::ops::Range<usize>)>,
+    pub(crate) cut: Option<(usize, std::ops::Range<usize>)>,
     /// Requests that stall after one token.
-    stall: Option<std::ops::Range<usize>>,
+    pub(crate) stall: Option<std::ops::Range<usize>>,
     /// Requests that send a malformed line after one token.
-    malformed: Option<String>,
+    pub(crate) malformed: Option<String>,
     /// Script used by all requests (instead of cycling).
-    script: Option<usize>,
+    pub(crate) script: Option<usize>,
 }
 
 impl Fault {
@@ -335,12 +335,12 @@ impl Fault {
     }
 }
 
-fn original_config() -> PathBuf {
+pub(crate) fn original_config() -> PathBuf {
     root().join("tests/fixtures/broken-record-config.json")
 }
 
 /// Runs `parrot run` on the original config with `extra` flags, into `out`, with a bounded wall time.
-fn run_http(out: &Path, extra: &[&str]) -> Output {
+pub(crate) fn run_http(out: &Path, extra: &[&str]) -> Output {
     let cfg = original_config();
     let mut cmd = parrot();
     cmd.args(["run", "--config", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]).args(extra);
@@ -349,7 +349,7 @@ fn run_http(out: &Path, extra: &[&str]) -> Output {
     wait_bounded(child, Duration::from_secs(300))
 }
 
-fn wait_bounded(mut child: Child, limit: Duration) -> Output {
+pub(crate) fn wait_bounded(mut child: Child, limit: Duration) -> Output {
     let started = Instant::now();
     loop {
         if child.try_wait().unwrap().is_some() {
@@ -364,7 +364,7 @@ fn wait_bounded(mut child: Child, limit: Duration) -> Output {
     }
 }
 
-fn llama_flags(url: &str) -> Vec<String> {
+pub(crate) fn llama_flags(url: &str) -> Vec<String> {
     ["--backend", "http", "--flavor", "llama-server", "--url", url, "--api-key-env", "PARROT_TEST_KEY"]
         .map(String::from)
         .to_vec()
@@ -377,7 +377,7 @@ fn kobold_flags(url: &str) -> Vec<String> {
     flags.iter().chain(&templates).map(|s| (*s).to_string()).collect()
 }
 
-fn args<'a>(v: &'a [String], more: &[&'a str]) -> Vec<&'a str> {
+pub(crate) fn args<'a>(v: &'a [String], more: &[&'a str]) -> Vec<&'a str> {
     v.iter().map(String::as_str).chain(more.iter().copied()).collect()
 }
 
@@ -831,7 +831,7 @@ fn issue_15_url_credentials_are_sent_but_never_stored_or_printed() {
 // ---------------------------------------------------------------------------------------------------------------
 // The real thing: llama-cpp-python's OpenAI-compatible server with the two test models.
 
-fn models_dir() -> PathBuf {
+pub(crate) fn models_dir() -> PathBuf {
     std::env::var_os("PARROT_TEST_MODELS").map_or_else(|| root().join(".models"), PathBuf::from)
 }
 
@@ -854,15 +854,20 @@ fn lcp_python() -> PathBuf {
 }
 
 /// A `python -m llama_cpp.server` process, killed on drop.
-struct LcpServer {
+pub(crate) struct LcpServer {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl LcpServer {
-    fn start(model: &Path, n_ctx: u32) -> LcpServer {
-        assert!(model.is_file(), "{} is missing: run scripts/fetch-test-models.sh first", model.display());
+    pub(crate) fn start(model: &Path, n_ctx: u32) -> LcpServer {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        LcpServer::start_on(model, n_ctx, port)
+    }
+
+    /// A server on `port` (a fleet test restarts a killed server where it was).
+    pub(crate) fn start_on(model: &Path, n_ctx: u32, port: u16) -> LcpServer {
+        assert!(model.is_file(), "{} is missing: run scripts/fetch-test-models.sh first", model.display());
         let log = std::env::temp_dir().join(format!("parrot-lcp-{port}.log"));
         let child = Command::new(lcp_python())
             .args(["-m", "llama_cpp.server", "--host", "127.0.0.1", "--port", &port.to_string(), "--n_ctx"])

@@ -5,6 +5,8 @@ mod analyze;
 mod common;
 // The run folder's guarantees: lock, durable writes, resume (after --force, after error, again), open files.
 mod folder;
+// Fleets: failover to another endpoint, model mismatch refused, three real servers with one killed and restarted.
+mod fleet;
 // `--backend http`: llama-server and koboldcpp replayed on loopback (every fault), then a real llama-cpp-python.
 mod http;
 // models: the registry, `parrot models list|fetch|path`, hub downloads against a loopback hub, the PyPI fallback.

@@ -1,19 +1,24 @@
-//! [`HttpBackend`]: one role's HTTP engine behind the [`Backend`] trait. It connects and probes the server, sends
-//! JSON requests with a timeout and bounded retries, and streams one turn, retrying a broken stream by
-//! *continuation* (the prompt extended by the text already received, the token limit reduced).
+//! [`HttpBackend`]: one role's HTTP engine behind the [`Backend`] trait. It connects and probes the server (every
+//! server of a fleet, checking that they serve the same model), sends JSON requests with a timeout and bounded
+//! retries, and streams one turn, retrying a broken stream by *continuation* (the prompt extended by the text
+//! already received, the token limit reduced) — on another endpoint of the fleet when there is one in service.
+//! Which endpoint each request goes to, and when one is out, is [`super::fleet`]'s pure decision; this file asks it
+//! before every request and tells it the outcome after.
 //!
 //! Its boundary: it owns the network (reqwest on a single-threaded tokio runtime), the fault policy and the turn's
 //! bookkeeping. SSE framing is [`super::sse`]'s, stop strings are [`StopStream`]'s, and every field name, endpoint
 //! answer and sampler setting is a flavor's ([`super::llama_server`], [`super::koboldcpp`], [`super::openai`]):
 //! this file only picks the flavor's endpoint and function.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::StreamExt;
 use serde_json::Value;
 
+use super::fleet::{check_consistent, endpoint_label, Fleet, Lease, ServedModel};
 use super::sse::{clip, SseEvent, SseParser};
 use super::wire::{server_message, Chunk, Done, EngineStop, ServerInfo};
 use super::{koboldcpp, llama_server, openai, Flavor, HttpOptions};
@@ -111,29 +116,57 @@ impl Turn {
     }
 }
 
-/// One role's HTTP engine.
+/// One endpoint of a role, as probed at start.
+struct Endpoint {
+    /// Base URL, without a trailing `/` (may hold credentials: never shown).
+    url: String,
+    /// `scheme://host:port`, the only form shown or recorded.
+    label: String,
+    /// Its protocol.
+    flavor: Flavor,
+    /// What it reported at start.
+    info: ServerInfo,
+}
+
+/// What every replica of one role's backend shares: its endpoints as probed at start, and the fleet's state.
+struct Shared {
+    endpoints: Vec<Endpoint>,
+    fleet: Mutex<Fleet>,
+    template: ChatTemplate,
+}
+
+/// One role's HTTP engine: one server or a fleet.
 pub struct HttpBackend {
-    /// The options, with `url` stripped of credentials: the form every message and record shows.
+    /// The options (each endpoint's URL as given: credentials are used for requests only, never shown).
     opts: HttpOptions,
-    /// The base URL requests are sent to: the one given, credentials included when no API key is set (reqwest
-    /// takes them out of the URL and sends them as Basic authentication). Never shown.
-    base: String,
     rt: tokio::runtime::Runtime,
     client: reqwest::Client,
-    info: ServerInfo,
-    template: ChatTemplate,
+    shared: Arc<Shared>,
     record: ModelRecord,
     n_ctx: u32,
     /// Tokens the engine's tokenizer adds to an empty text (BOS), subtracted when counting generated text.
     empty_tokens: u32,
-    /// Which of [`openai::tokenize_requests`] the server answered (tried in order once).
-    tokenize_route: std::cell::Cell<Option<usize>>,
+    /// Per endpoint: which of [`openai::tokenize_requests`] it answered (tried in order once).
+    tokenize_route: Vec<std::cell::Cell<Option<usize>>>,
     /// The last prompt counted (its hash and count): the driver counts a prompt, then generates from it.
     last_count: std::cell::Cell<Option<(u64, u32)>>,
     /// Set once [`HttpBackend::connect`] succeeded: from then on a refused connection is retried (a restarting
     /// server), before it an absent server is reported at once.
     connected: bool,
 }
+
+/// The route every flavor answers cheaply with its model and context: the start-up probe, and the health probe of
+/// an endpoint taken out.
+fn info_path(flavor: Flavor) -> &'static str {
+    match flavor {
+        Flavor::LlamaServer => "/props",
+        Flavor::Koboldcpp => "/api/extra/true_max_context_length",
+        Flavor::Openai => "/v1/models",
+    }
+}
+
+/// The longest wait for a health probe's answer (a down endpoint should not hold a turn up for long).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn describe_reqwest(e: &reqwest::Error) -> String {
     let mut root: &dyn std::error::Error = e;
@@ -156,36 +189,36 @@ fn describe_reqwest(e: &reqwest::Error) -> String {
 }
 
 impl HttpBackend {
-    /// Connects to the server, asks it for its context size, model and template, and prepares the chat template.
+    /// Connects to the role's servers, asks each for its context size, model and template, checks that they all
+    /// serve the same model with the same context size, and prepares the chat template.
     ///
     /// # Errors
-    /// One line naming the URL when the server cannot be reached or answers with an error; or when the context size
-    /// or the chat template cannot be determined.
+    /// One line naming the endpoint when a server cannot be reached, answers with an error, or serves another
+    /// model or context size than the first; or when the context size or the chat template cannot be determined.
     pub fn connect(opts: HttpOptions) -> Result<Self> {
-        let url = opts.url.trim_end_matches('/').to_string();
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            bail!("--url '{}' must start with http:// or https://", super::strip_credentials(&url));
+        let mut endpoints = Vec::with_capacity(opts.endpoints.len());
+        for spec in &opts.endpoints {
+            let given = spec.url.trim_end_matches('/').to_string();
+            let label =
+                endpoint_label(&given).map_err(|e| anyhow!("--url '{}': {e}", super::strip_credentials(&given)))?;
+            // Credentials in the URL are sent as Basic authentication unless an API key is set; never shown.
+            let url = if opts.api_key.0.is_some() { super::strip_credentials(&given) } else { given };
+            let flavor = spec.flavor.unwrap_or(opts.flavor);
+            endpoints.push(Endpoint { url, label, flavor, info: ServerInfo::default() });
         }
-        let base = if opts.api_key.0.is_some() { super::strip_credentials(&url) } else { url.clone() };
-        let opts = HttpOptions { url: super::strip_credentials(&url), ..opts };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("could not start the HTTP runtime")?;
-        // Servers close idle keep-alive connections (uvicorn after 5 s); dropping ours sooner avoids reusing one
-        // that the server is closing at that moment.
-        let client = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(2))
-            .connect_timeout(opts.timeout.min(Duration::from_secs(30)))
-            .build()
-            .context("could not create the HTTP client")?;
+        if endpoints.is_empty() {
+            bail!("the {} role has no HTTP endpoint: pass --url URL", opts.role);
+        }
+        let (rt, client) = runtime_and_client(&opts)?;
+        let weights: Vec<u32> = opts.endpoints.iter().map(|e| e.weight).collect();
+        let fleet = Mutex::new(Fleet::new(&weights, opts.cap));
+        let template = ChatTemplate::new(chat_template::builtin("chatml").unwrap_or_default(), "chatml", "", "")?;
         let mut backend = HttpBackend {
             rt,
             client,
-            info: ServerInfo::default(),
-            template: ChatTemplate::new(chat_template::builtin("chatml").unwrap_or_default(), "chatml", "", "")?,
+            shared: Arc::new(Shared { endpoints, fleet, template }),
             record: ModelRecord {
-                path: opts.url.clone(),
+                path: String::new(),
                 file_size: None,
                 name: None,
                 architecture: None,
@@ -194,86 +227,169 @@ impl HttpBackend {
             },
             n_ctx: 0,
             empty_tokens: 0,
-            tokenize_route: std::cell::Cell::new(None),
+            tokenize_route: (0..opts.endpoints.len()).map(|_| std::cell::Cell::new(None)).collect(),
             last_count: std::cell::Cell::new(None),
             connected: false,
-            base,
             opts,
         };
-        let info = backend.rt.block_on(backend.probe())?;
+        let probes = (0..backend.shared.endpoints.len()).map(|i| backend.probe(i));
+        let infos = backend.rt.block_on(futures_util::future::join_all(probes));
+        let infos: Vec<ServerInfo> = infos.into_iter().collect::<Result<_>>()?;
+        let served: Vec<ServedModel> = backend
+            .shared
+            .endpoints
+            .iter()
+            .zip(&infos)
+            .map(|(e, i)| ServedModel { endpoint: e.label.clone(), model: i.model.clone(), n_ctx: i.n_ctx })
+            .collect();
+        check_consistent(backend.opts.role, &served)?;
+        let first = &backend.shared.endpoints[0];
         let flag_hint = "pass --assistant-ctx / --user-ctx (or `n_ctx` under [assistant]/[user])";
-        let n_ctx = match (backend.opts.n_ctx, info.n_ctx) {
-            (Some(want), Some(has)) if want > has => bail!(
-                "{} at {} serves a context of {has} tokens, less than the {want} asked for",
-                backend.opts.flavor,
-                backend.opts.url
+        let reported = served.iter().find_map(|s| s.n_ctx.map(|n| (n, s.endpoint.clone())));
+        let n_ctx = match (backend.opts.n_ctx, reported) {
+            (Some(want), Some((has, at))) if want > has => bail!(
+                "{} at {at} serves a context of {has} tokens, less than the {want} asked for",
+                backend.opts.flavor
             ),
             (Some(want), _) => want,
-            (None, Some(has)) => has,
+            (None, Some((has, _))) => has,
             (None, None) => bail!(
                 "{} at {} does not report its context size: {flag_hint} with the size the server was started with",
-                backend.opts.flavor,
-                backend.opts.url
+                first.flavor,
+                first.label
             ),
         };
         let gguf = match &backend.opts.gguf {
             Some(p) => Some(crate::gguf::inspect(p)?),
             None => None,
         };
+        let server_template = infos.iter().find_map(|i| i.chat_template.as_deref().filter(|t| !t.trim().is_empty()));
         let (text, source) = if backend.opts.chat_template.is_some() || gguf.is_some() {
             chat_template::select(
                 backend.opts.chat_template.as_deref(),
                 gguf.as_ref().and_then(|g| g.chat_template()),
                 gguf.as_ref().and_then(|g| g.architecture()),
             )?
-        } else if let Some(t) = info.chat_template.as_deref().filter(|t| !t.trim().is_empty()) {
+        } else if let Some(t) = server_template {
             (t.to_string(), "server".to_string())
         } else {
             bail!(
                 "no chat template for {} at {}: pass the served model's GGUF with --assistant-model/--user-model \
                  (only its metadata is read) or a template with --assistant-template/--user-template",
-                backend.opts.flavor,
-                backend.opts.url
+                first.flavor,
+                first.label
             );
         };
-        let eos = info.eos_token.clone().unwrap_or_default();
-        backend.template = ChatTemplate::new(&text, source, "", &eos)?;
+        let eos = infos.iter().find_map(|i| i.eos_token.clone()).unwrap_or_default();
+        let template = ChatTemplate::new(&text, source, "", &eos)?;
+        let labels: Vec<&str> = backend.shared.endpoints.iter().map(|e| e.label.as_str()).collect();
         backend.record = ModelRecord {
-            path: backend.opts.url.clone(),
+            path: labels.join(" "),
             file_size: None,
-            name: gguf.as_ref().and_then(|g| g.name().map(str::to_string)).or_else(|| info.model.clone()),
+            name: gguf.as_ref().and_then(|g| g.name().map(str::to_string)).or_else(|| infos[0].model.clone()),
             architecture: gguf.as_ref().and_then(|g| g.architecture().map(str::to_string)),
             n_ctx,
-            chat_template_source: backend.template.source.clone(),
+            chat_template_source: template.source.clone(),
         };
         backend.n_ctx = n_ctx;
-        backend.info = info;
+        let Some(shared) = Arc::get_mut(&mut backend.shared) else { bail!("the HTTP backend is shared too early") };
+        shared.template = template;
+        for (e, info) in shared.endpoints.iter_mut().zip(infos) {
+            e.info = info;
+        }
         backend.empty_tokens = backend.rt.block_on(backend.tokenize(""))?;
         backend.connected = true;
         Ok(backend)
     }
 
-    fn endpoint(&self, path: &str) -> String {
-        format!("{}{path}", self.opts.url)
+    /// Another backend for the same role on another thread: its own runtime and connections, the same endpoints,
+    /// start-up answers and fleet state (so every thread sees an endpoint taken out or put back). Opens no socket.
+    ///
+    /// # Errors
+    /// When the runtime or the HTTP client cannot be created.
+    pub fn replica(&self) -> Result<Self> {
+        let (rt, client) = runtime_and_client(&self.opts)?;
+        Ok(HttpBackend {
+            opts: self.opts.clone(),
+            rt,
+            client,
+            shared: Arc::clone(&self.shared),
+            record: self.record.clone(),
+            n_ctx: self.n_ctx,
+            empty_tokens: self.empty_tokens,
+            tokenize_route: self.tokenize_route.iter().map(|c| std::cell::Cell::new(c.get())).collect(),
+            last_count: std::cell::Cell::new(None),
+            connected: self.connected,
+        })
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let mut r = self.client.request(method, format!("{}{path}", self.base));
+    fn request_to(&self, ep: &Endpoint, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut r = self.client.request(method, format!("{}{path}", ep.url));
         if let Some(key) = &self.opts.api_key.0 {
             r = r.bearer_auth(key);
         }
         r
     }
 
+    fn fleet(&self) -> std::sync::MutexGuard<'_, Fleet> {
+        self.shared.fleet.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn release(&self, lease: Lease, ok: bool) {
+        let (was_up, is_up) = {
+            let mut f = self.fleet();
+            let was_up = f.is_up(lease.index);
+            f.release(lease, ok, Instant::now());
+            (was_up, f.is_up(lease.index))
+        };
+        let label = &self.shared.endpoints[lease.index].label;
+        match (was_up, is_up) {
+            (true, false) => tracing::warn!("{label} taken out after repeated failures; probing it with backoff"),
+            (false, true) => tracing::warn!("{label} answers again: back in service"),
+            _ => {}
+        }
+    }
+
+    /// Takes an endpoint for one request: the fleet's choice (another than `avoid` when one is in service). A
+    /// down endpoint whose probe is due is probed first with a cheap `GET` (and put back if it answers), so a turn
+    /// is never spent on a probe. Waits while every endpoint is at its cap.
+    async fn lease(&self, avoid: Option<usize>, cancel: Option<&AtomicBool>) -> Result<Lease> {
+        loop {
+            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(Interrupted.into());
+            }
+            let got = {
+                let mut f = self.fleet();
+                f.acquire_avoiding(Instant::now(), avoid).or_else(|| f.acquire_when_all_down(avoid))
+            };
+            match got {
+                Some(l) if l.probe => {
+                    let ok = self.health_probe(l.index).await;
+                    self.release(l, ok);
+                }
+                Some(l) => return Ok(l),
+                None => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    /// Whether endpoint `i` answers its info route with a success, within [`PROBE_TIMEOUT`].
+    async fn health_probe(&self, i: usize) -> bool {
+        let ep = &self.shared.endpoints[i];
+        let timeout = self.opts.timeout.min(PROBE_TIMEOUT);
+        let req = self.request_to(ep, reqwest::Method::GET, info_path(ep.flavor)).timeout(timeout);
+        matches!(req.send().await, Ok(r) if r.status().is_success())
+    }
+
     /// Sends a request and reads a JSON answer (at most [`MAX_JSON_BODY`]), with the timeout. Errors name the URL
     /// and carry the server's message. A connection that breaks, a 5xx or a 429 is retried like a turn, with the
     /// same capped backoff (these requests change nothing on the server); before the backend is connected a refused
     /// connection is not, so that an absent server is reported at once.
-    async fn call_json(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<Value> {
-        let url = self.endpoint(path);
+    async fn call_json(&self, at: usize, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<Value> {
+        let url = format!("{}{path}", self.shared.endpoints[at].label);
         let mut attempt = 0u32;
         loop {
-            let e = match self.call_json_once(&method, path, body, &url).await {
+            let e = match self.call_json_once(at, &method, path, body, &url).await {
                 Ok(v) => return Ok(v),
                 Err(Failure::Fatal(e)) => return Err(e),
                 Err(Failure::Retry(e)) => e,
@@ -294,12 +410,14 @@ impl HttpBackend {
 
     async fn call_json_once(
         &self,
+        at: usize,
         method: &reqwest::Method,
         path: &str,
         body: Option<&Value>,
         url: &str,
     ) -> Result<Value, Failure> {
-        let mut req = self.request(method.clone(), path).timeout(self.opts.timeout);
+        let ep = &self.shared.endpoints[at];
+        let mut req = self.request_to(ep, method.clone(), path).timeout(self.opts.timeout);
         if let Some(b) = body {
             req = req.json(b);
         }
@@ -307,7 +425,7 @@ impl HttpBackend {
             Ok(r) => r,
             Err(e) => {
                 let what = describe_reqwest(&e);
-                let err = anyhow!("{} at {url}: {what}", self.opts.flavor);
+                let err = anyhow!("{} at {url}: {what}", ep.flavor);
                 return Err(if what == "connection refused" && !self.connected {
                     Failure::Fatal(err)
                 } else {
@@ -328,23 +446,26 @@ impl HttpBackend {
         })
     }
 
-    async fn get_json(&self, path: &str) -> Result<Value> {
-        self.call_json(reqwest::Method::GET, path, None).await
+    async fn get_json(&self, at: usize, path: &str) -> Result<Value> {
+        self.call_json(at, reqwest::Method::GET, path, None).await
     }
 
-    async fn post_json(&self, path: &str, body: &Value) -> Result<Value> {
-        self.call_json(reqwest::Method::POST, path, Some(body)).await
+    async fn post_json(&self, at: usize, path: &str, body: &Value) -> Result<Value> {
+        self.call_json(at, reqwest::Method::POST, path, Some(body)).await
     }
 
-    async fn probe(&self) -> Result<ServerInfo> {
-        match self.opts.flavor {
-            Flavor::LlamaServer => Ok(llama_server::info(&self.get_json("/props").await?)),
+    /// The start-up probe of endpoint `at`: what it serves.
+    async fn probe(&self, at: usize) -> Result<ServerInfo> {
+        let flavor = self.shared.endpoints[at].flavor;
+        let path = info_path(flavor);
+        match flavor {
+            Flavor::LlamaServer => Ok(llama_server::info(&self.get_json(at, path).await?)),
             Flavor::Koboldcpp => {
-                let ctx = self.get_json("/api/extra/true_max_context_length").await?;
-                let model = self.get_json("/api/v1/model").await.ok();
+                let ctx = self.get_json(at, path).await?;
+                let model = self.get_json(at, "/api/v1/model").await.ok();
                 Ok(koboldcpp::info(&ctx, model.as_ref()))
             }
-            Flavor::Openai => Ok(openai::info(&self.get_json("/v1/models").await?)),
+            Flavor::Openai => Ok(openai::info(&self.get_json(at, path).await?)),
         }
     }
 
@@ -364,12 +485,38 @@ impl HttpBackend {
         Ok(n)
     }
 
-    /// Counts the tokens of `text` as the engine would evaluate it (BOS included).
+    /// Counts the tokens of `text` as the engine would evaluate it (BOS included), on an endpoint the fleet
+    /// gives; a failure is retried on another endpoint of a fleet (within the retry budget).
     async fn tokenize(&self, text: &str) -> Result<u32> {
-        match self.opts.flavor {
+        let mut failed = None;
+        let mut attempt = 0u32;
+        loop {
+            let lease = self.lease(failed, None).await?;
+            let counted = self.tokenize_at(lease.index, text).await;
+            self.release(lease, counted.is_ok());
+            match counted {
+                Ok(n) => return Ok(n),
+                Err(e) if self.shared.endpoints.len() == 1 || attempt >= self.opts.retries => return Err(e),
+                Err(e) => {
+                    tracing::warn!("{e:#}; counting on another endpoint");
+                    if !self.fleet().other_up(lease.index) {
+                        tokio::time::sleep(self.opts.backoff.saturating_mul(1 << attempt.min(16))).await;
+                    }
+                    failed = Some(lease.index);
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Counts the tokens of `text` on endpoint `at`.
+    async fn tokenize_at(&self, at: usize, text: &str) -> Result<u32> {
+        let ep = &self.shared.endpoints[at];
+        match ep.flavor {
             Flavor::LlamaServer => {
                 let v = self
                     .post_json(
+                        at,
                         "/tokenize",
                         &serde_json::json!({"content": text, "add_special": true, "parse_special": true}),
                     )
@@ -377,20 +524,21 @@ impl HttpBackend {
                 llama_server::token_count(&v)
             }
             Flavor::Koboldcpp => {
-                let v = self.post_json("/api/extra/tokencount", &serde_json::json!({"prompt": text})).await?;
+                let v = self.post_json(at, "/api/extra/tokencount", &serde_json::json!({"prompt": text})).await?;
                 koboldcpp::token_count(&v)
             }
             Flavor::Openai => {
-                let model = self.info.model.clone().unwrap_or_default();
+                let model = ep.info.model.clone().unwrap_or_default();
                 let routes = openai::tokenize_requests(text, &model);
-                if let Some((path, body)) = self.tokenize_route.get().and_then(|i| routes.get(i)) {
-                    return openai::token_count(&self.post_json(path, body).await?);
+                let route = &self.tokenize_route[at];
+                if let Some((path, body)) = route.get().and_then(|i| routes.get(i)) {
+                    return openai::token_count(&self.post_json(at, path, body).await?);
                 }
                 let mut last = None;
                 for (i, (path, body)) in routes.iter().enumerate() {
-                    match self.post_json(path, body).await {
+                    match self.post_json(at, path, body).await {
                         Ok(v) => {
-                            self.tokenize_route.set(Some(i));
+                            route.set(Some(i));
                             return openai::token_count(&v);
                         }
                         Err(e) => last = Some(e),
@@ -399,15 +547,15 @@ impl HttpBackend {
                 Err(last.unwrap_or_else(|| anyhow!("no tokenize endpoint")).context(format!(
                     "{} offers none of /tokenize (vLLM), /v1/tokenize (aphrodite), /extras/tokenize/count \
                      (llama-cpp-python): parrot needs one to count tokens",
-                    self.opts.url
+                    ep.label
                 )))
             }
         }
     }
 
-    fn body(&self, req: &GenRequest<'_>, prompt: &str, max_tokens: u32) -> Result<Value> {
-        let model = self.info.model.clone().unwrap_or_default();
-        let m = match self.opts.flavor {
+    fn body(&self, ep: &Endpoint, req: &GenRequest<'_>, prompt: &str, max_tokens: u32) -> Result<Value> {
+        let model = ep.info.model.clone().unwrap_or_default();
+        let m = match ep.flavor {
             Flavor::LlamaServer => llama_server::map(req.sampler, max_tokens, req.seed, self.n_ctx)?,
             Flavor::Koboldcpp => koboldcpp::map(req.sampler, max_tokens, req.seed, self.n_ctx)?,
             Flavor::Openai => openai::map(req.sampler, max_tokens, req.seed, &model)?,
@@ -417,8 +565,8 @@ impl HttpBackend {
         Ok(Value::Object(body))
     }
 
-    fn parse(&self, event: &SseEvent) -> Result<Option<Chunk>> {
-        match self.opts.flavor {
+    fn parse(flavor: Flavor, event: &SseEvent) -> Result<Option<Chunk>> {
+        match flavor {
             Flavor::LlamaServer => llama_server::parse_event(event),
             Flavor::Koboldcpp => koboldcpp::parse_event(event),
             Flavor::Openai => openai::parse_event(event),
@@ -434,11 +582,12 @@ impl HttpBackend {
         )
     }
 
-    /// One attempt: streams a continuation of `turn` and returns how it ended. Bounded whatever the server does:
+    /// One attempt on endpoint `at`: streams a continuation of `turn` and returns how it ended. Bounded whatever the server does:
     /// by the turn's token limit (one token per event with text, [`MAX_TOKEN_BYTES`] of text per token), by the
     /// stall timeout (reset by events only), and by `deadline`.
     async fn attempt(
         &self,
+        at: usize,
         req: &GenRequest<'_>,
         turn: &mut Turn,
         deadline: Instant,
@@ -449,14 +598,16 @@ impl HttpBackend {
         if left == 0 {
             return Ok(Some(Done::new(EngineStop::Limit)));
         }
-        let body = self.body(req, &prompt, left).map_err(Failure::Fatal)?;
-        let path = match self.opts.flavor {
+        let ep = &self.shared.endpoints[at];
+        let body = self.body(ep, req, &prompt, left).map_err(Failure::Fatal)?;
+        let path = match ep.flavor {
             Flavor::LlamaServer => "/completion",
             Flavor::Koboldcpp => "/api/extra/generate/stream",
             Flavor::Openai => "/v1/completions",
         };
-        let url = self.endpoint(path);
-        let send = self.request(reqwest::Method::POST, path).header("Accept", "text/event-stream").json(&body).send();
+        let url = format!("{}{path}", ep.label);
+        let send =
+            self.request_to(ep, reqwest::Method::POST, path).header("Accept", "text/event-stream").json(&body).send();
         let wait = self.opts.timeout.min(deadline.saturating_duration_since(Instant::now()));
         let resp = match tokio::time::timeout(wait, send).await {
             Err(_) if Instant::now() >= deadline => return Err(Failure::Fatal(self.past_deadline(&url, req))),
@@ -518,7 +669,7 @@ impl HttpBackend {
                 last_event = Instant::now();
             }
             for event in &events {
-                let mut chunk = match self.parse(event) {
+                let mut chunk = match Self::parse(ep.flavor, event) {
                     Ok(Some(c)) => c,
                     Ok(None) => continue,
                     Err(e) => return Err(Failure::Fatal(e.context(format!("{url} sent a bad stream")))),
@@ -571,22 +722,50 @@ impl HttpBackend {
         let prompt_tokens = self.count_prompt(req.prompt).await?;
         let mut turn = Turn::new(&req.sampler.stop);
         let mut attempt = 0u32;
-        let done = loop {
-            match self.attempt(req, &mut turn, deadline, on_piece).await {
-                Ok(done) => break done,
-                Err(Failure::Fatal(e)) => return Err(e),
+        let mut failed: Option<usize> = None;
+        let mut tried: Vec<usize> = Vec::new();
+        let (done, at) = loop {
+            let lease = self.lease(failed, Some(req.cancel)).await?;
+            match self.attempt(lease.index, req, &mut turn, deadline, on_piece).await {
+                Ok(done) => {
+                    self.release(lease, true);
+                    break (done, lease.index);
+                }
+                Err(Failure::Fatal(e)) => {
+                    // The server answered (a 4xx, a malformed stream) or Ctrl-C: not a health failure.
+                    self.release(lease, true);
+                    return Err(e);
+                }
                 Err(Failure::Retry(e)) => {
+                    self.release(lease, false);
                     turn.tokens_before += turn.events;
+                    if !tried.contains(&lease.index) {
+                        tried.push(lease.index);
+                    }
                     if attempt >= self.opts.retries {
                         let tries = attempt.saturating_add(1);
-                        return Err(e.context(format!("{} failed {tries} time(s); giving up", self.opts.flavor)));
+                        let on = if self.shared.endpoints.len() > 1 {
+                            let labels: Vec<&str> =
+                                tried.iter().map(|&i| self.shared.endpoints[i].label.as_str()).collect();
+                            format!(" on {}", labels.join(", "))
+                        } else {
+                            String::new()
+                        };
+                        let flavor = self.opts.flavor;
+                        return Err(e.context(format!("{flavor} failed {tries} time(s){on}; giving up")));
                     }
-                    let delay = retry_delay(self.opts.backoff, attempt);
-                    tracing::warn!("{e:#}; retrying in {delay:?}");
+                    failed = Some(lease.index);
                     attempt += 1;
+                    if self.fleet().other_up(lease.index) {
+                        tracing::warn!("{e:#}; continuing the turn on another endpoint");
+                        continue;
+                    }
+                    let delay = retry_delay(self.opts.backoff, attempt - 1);
+                    tracing::warn!("{e:#}; retrying in {delay:?}");
                     let until = Instant::now() + delay;
                     if until >= deadline {
-                        return Err(e.context(self.past_deadline(&self.opts.url, req).to_string()));
+                        let label = &self.shared.endpoints[lease.index].label;
+                        return Err(e.context(self.past_deadline(label, req).to_string()));
                     }
                     while Instant::now() < until {
                         if req.cancel.load(Ordering::Relaxed) {
@@ -637,9 +816,25 @@ impl HttpBackend {
             stop_reason,
             prompt_ms,
             generation_ms,
-            endpoint: super::fleet::endpoint_label(&self.opts.url).ok(),
+            endpoint: Some(self.shared.endpoints[at].label.clone()),
         })
     }
+}
+
+/// A single-threaded runtime and an HTTP client for one thread's backend.
+fn runtime_and_client(opts: &HttpOptions) -> Result<(tokio::runtime::Runtime, reqwest::Client)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("could not start the HTTP runtime")?;
+    // Servers close idle keep-alive connections (uvicorn after 5 s); dropping ours sooner avoids reusing one
+    // that the server is closing at that moment.
+    let client = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(2))
+        .connect_timeout(opts.timeout.min(Duration::from_secs(30)))
+        .build()
+        .context("could not create the HTTP client")?;
+    Ok((rt, client))
 }
 
 impl Backend for HttpBackend {
@@ -656,7 +851,7 @@ impl Backend for HttpBackend {
     }
 
     fn render(&self, messages: &[ChatMessage]) -> Result<String> {
-        self.template.render(messages, true)
+        self.shared.template.render(messages, true)
     }
 
     fn count_tokens(&self, prompt: &str) -> Result<u32> {

@@ -104,20 +104,21 @@ pub fn parse_endpoints(text: &str, file: &str) -> Result<Vec<EndpointSpec>> {
     Ok(out)
 }
 
-/// Reads an endpoints file (at most [`MAX_ENDPOINTS_FILE`] bytes) and parses it with [`parse_endpoints`].
+/// Reads an endpoints file (at most [`MAX_ENDPOINTS_FILE`] bytes) and parses it with [`parse_endpoints`]; `flag`
+/// names the option that gave the file, for errors.
 ///
 /// # Errors
 /// When the file cannot be read, is larger than the bound, is not UTF-8, or does not parse.
-pub fn read_endpoints(path: &std::path::Path) -> Result<Vec<EndpointSpec>> {
+pub fn read_endpoints(path: &std::path::Path, flag: &str) -> Result<Vec<EndpointSpec>> {
     use std::io::Read;
     let name = path.display().to_string();
-    let f = std::fs::File::open(path).map_err(|e| anyhow!("--endpoints {name}: cannot open ({e})"))?;
+    let f = std::fs::File::open(path).map_err(|e| anyhow!("{flag} {name}: cannot open ({e})"))?;
     let mut bytes = Vec::new();
-    f.take(MAX_ENDPOINTS_FILE + 1).read_to_end(&mut bytes).map_err(|e| anyhow!("--endpoints {name}: {e}"))?;
+    f.take(MAX_ENDPOINTS_FILE + 1).read_to_end(&mut bytes).map_err(|e| anyhow!("{flag} {name}: {e}"))?;
     if bytes.len() as u64 > MAX_ENDPOINTS_FILE {
-        bail!("--endpoints {name}: larger than {MAX_ENDPOINTS_FILE} bytes; list one `URL [flavor] [weight]` per line");
+        bail!("{flag} {name}: larger than {MAX_ENDPOINTS_FILE} bytes; list one `URL [flavor] [weight]` per line");
     }
-    let text = String::from_utf8(bytes).map_err(|_| anyhow!("--endpoints {name}: not UTF-8 text"))?;
+    let text = String::from_utf8(bytes).map_err(|_| anyhow!("{flag} {name}: not UTF-8 text"))?;
     parse_endpoints(&text, &name)
 }
 
@@ -132,6 +133,19 @@ pub struct ServedModel {
     pub n_ctx: Option<u32>,
 }
 
+/// The name two endpoints are compared by: what the engine reports, except that a file path (llama-server's
+/// `model_path`, llama-cpp-python's model id) is compared by its file name, since replicas on different hosts keep
+/// the same GGUF in different folders. Pure.
+#[must_use]
+pub fn model_key(reported: &str) -> &str {
+    let looks_like_path = reported.starts_with('/') || reported.starts_with("./") || reported.ends_with(".gguf");
+    if looks_like_path {
+        reported.rsplit(['/', '\\']).next().unwrap_or(reported)
+    } else {
+        reported
+    }
+}
+
 /// Checks that every endpoint of a role serves the same model with the same context size; the first endpoint is
 /// the reference. A field an engine does not report is not compared. Pure.
 ///
@@ -141,7 +155,7 @@ pub fn check_consistent(role: &str, served: &[ServedModel]) -> Result<()> {
     let Some(first) = served.first() else { return Ok(()) };
     for other in &served[1..] {
         if let (Some(a), Some(b)) = (&first.model, &other.model) {
-            if a != b {
+            if model_key(a) != model_key(b) {
                 bail!(
                     "{role} endpoint {} serves model `{b}`, but {} serves `{a}`; every endpoint of a role must serve \
                      the same model — remove it from the list or point it at the same model",
@@ -241,31 +255,79 @@ impl Fleet {
     /// server is found as soon as its backoff ends), then the healthy one with the fewest in flight per weight.
     /// `None` when every endpoint is full or down.
     pub fn acquire(&mut self, now: Instant) -> Option<Lease> {
+        self.acquire_avoiding(now, None)
+    }
+
+    /// As [`Fleet::acquire`], but endpoint `avoid` (the one a request just failed on) is taken only when no other
+    /// endpoint can be: a retry goes to another server whenever there is one.
+    pub fn acquire_avoiding(&mut self, now: Instant, avoid: Option<usize>) -> Option<Lease> {
         let cap = self.cap.unwrap_or(u32::MAX);
-        if let Some(i) =
-            self.slots.iter().position(|s| !s.probing && s.in_flight < cap && s.down_until.is_some_and(|t| now >= t))
-        {
+        let probe_due = |s: &Slot| !s.probing && s.in_flight < cap && s.down_until.is_some_and(|t| now >= t);
+        let healthy = |s: &Slot| s.down_until.is_none() && s.in_flight < cap;
+        let others = |i: usize| Some(i) != avoid;
+        let probe = self.slots.iter().enumerate().position(|(i, s)| others(i) && probe_due(s));
+        let probe = probe.or_else(|| {
+            let any_other = self.slots.iter().enumerate().any(|(i, s)| others(i) && healthy(s));
+            if any_other {
+                None
+            } else {
+                self.slots.iter().position(probe_due)
+            }
+        });
+        if let Some(i) = probe {
             let s = &mut self.slots[i];
             s.probing = true;
             s.in_flight += 1;
             return Some(Lease { index: i, probe: true });
         }
         let mut best: Option<usize> = None;
-        for (i, s) in self.slots.iter().enumerate() {
-            if s.down_until.is_some() || s.in_flight >= cap {
-                continue;
+        for pass_others_only in [true, false] {
+            for (i, s) in self.slots.iter().enumerate() {
+                if !healthy(s) || (pass_others_only && !others(i)) {
+                    continue;
+                }
+                let better = best.is_none_or(|b| {
+                    let o = &self.slots[b];
+                    u64::from(s.in_flight) * u64::from(o.weight) < u64::from(o.in_flight) * u64::from(s.weight)
+                });
+                if better {
+                    best = Some(i);
+                }
             }
-            let better = best.is_none_or(|b| {
-                let o = &self.slots[b];
-                u64::from(s.in_flight) * u64::from(o.weight) < u64::from(o.in_flight) * u64::from(s.weight)
-            });
-            if better {
-                best = Some(i);
+            if best.is_some() {
+                break;
             }
         }
         let i = best?;
         self.slots[i].in_flight += 1;
         Some(Lease { index: i, probe: false })
+    }
+
+    /// For a request that has nowhere else to go because **every** endpoint is out: a plain request to the one
+    /// whose probe comes due first (preferring one other than `avoid`), so that a fleet that is down as a whole
+    /// behaves like one server being retried with backoff. `None` while some endpoint is in service (wait for it),
+    /// or when every endpoint is at its cap.
+    pub fn acquire_when_all_down(&mut self, avoid: Option<usize>) -> Option<Lease> {
+        if self.slots.iter().any(|s| s.down_until.is_none()) {
+            return None;
+        }
+        let cap = self.cap.unwrap_or(u32::MAX);
+        let i = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.in_flight < cap)
+            .min_by_key(|(i, s)| (Some(*i) == avoid, s.down_until))
+            .map(|(i, _)| i)?;
+        self.slots[i].in_flight += 1;
+        Some(Lease { index: i, probe: false })
+    }
+
+    /// Whether an endpoint other than `i` is in service: a request that failed on `i` can go there at once,
+    /// without waiting out a backoff.
+    #[must_use]
+    pub fn other_up(&self, i: usize) -> bool {
+        self.slots.iter().enumerate().any(|(j, s)| j != i && s.down_until.is_none())
     }
 
     /// Gives a lease back with its outcome: `ok` puts the endpoint (back) in service; a failure counts, and the
@@ -410,5 +472,65 @@ mod tests {
         assert!(e.contains("http://b:2") && e.contains("1024"), "{e}");
         let unknown = ServedModel { endpoint: "http://c:3".into(), model: None, n_ctx: None };
         check_consistent("user", &[s("http://a:1", "m", 512), unknown]).unwrap();
+    }
+
+    #[test]
+    fn a_retry_avoids_the_endpoint_that_failed_while_another_is_in_service() {
+        let now = Instant::now();
+        let mut f = Fleet::new(&[1, 1, 1], None);
+        let picks: Vec<usize> = (0..3).map(|_| f.acquire(now).unwrap().index).collect();
+        assert_eq!(picks, [0, 1, 2]);
+        // The request on 1 fails (one failure: 1 stays in service and now has the fewest in flight).
+        f.release(Lease { index: 1, probe: false }, false, now);
+        assert!(f.is_up(1) && f.other_up(1));
+        assert_eq!(f.acquire(now).unwrap().index, 1, "a new request may go there");
+        f.release(Lease { index: 1, probe: false }, true, now);
+        assert_eq!(f.acquire_avoiding(now, Some(1)).unwrap().index, 0, "the retry goes elsewhere");
+        // With one endpoint, the retry goes back to it.
+        let mut one = Fleet::new(&[1], None);
+        assert_eq!(one.acquire_avoiding(now, Some(0)).unwrap().index, 0);
+        assert!(!one.other_up(0));
+    }
+
+    #[test]
+    fn a_fleet_down_as_a_whole_is_retried_like_one_server() {
+        let t0 = Instant::now();
+        let mut f = Fleet::new(&[1, 1], None);
+        assert_eq!(f.acquire_when_all_down(None), None, "nothing to fall back to while both are up");
+        for i in [0, 1, 0, 1] {
+            f.slots[i].in_flight += 1;
+            f.release(Lease { index: i, probe: false }, false, t0);
+        }
+        assert!(!f.is_up(0) && !f.is_up(1));
+        assert_eq!(f.acquire(t0), None, "no probe is due yet");
+        let l = f.acquire_when_all_down(Some(0)).unwrap();
+        assert_eq!(l, Lease { index: 1, probe: false }, "the other one, as a plain request");
+        f.release(l, true, t0);
+        assert!(f.is_up(1), "an answer puts it back");
+        assert_eq!(f.acquire_when_all_down(None), None);
+    }
+
+    #[test]
+    fn a_due_probe_is_not_sent_to_the_endpoint_a_retry_avoids_when_another_is_up() {
+        let t0 = Instant::now();
+        let mut f = Fleet::new(&[1, 1], None);
+        for _ in 0..FAILURES_TO_EJECT {
+            f.slots[0].in_flight += 1;
+            f.release(Lease { index: 0, probe: false }, false, t0);
+        }
+        let t1 = t0 + FIRST_BACKOFF;
+        assert_eq!(f.acquire_avoiding(t1, Some(0)), Some(Lease { index: 1, probe: false }));
+        assert_eq!(f.acquire_avoiding(t1, None), Some(Lease { index: 0, probe: true }));
+    }
+
+    #[test]
+    fn model_paths_compare_by_file_name_other_names_in_full() {
+        assert_eq!(model_key("/models/a/SmolLM2.Q4_1.gguf"), "SmolLM2.Q4_1.gguf");
+        assert_eq!(model_key("/srv/SmolLM2.Q4_1.gguf"), model_key("/data/x/SmolLM2.Q4_1.gguf"));
+        assert_eq!(model_key("Qwen/Qwen2.5-7B-Instruct"), "Qwen/Qwen2.5-7B-Instruct");
+        assert_eq!(model_key("koboldcpp/fake"), "koboldcpp/fake");
+        let s = |e: &str, m: &str| ServedModel { endpoint: e.into(), model: Some(m.into()), n_ctx: None };
+        check_consistent("user", &[s("http://a:1", "/a/m.gguf"), s("http://b:2", "/b/m.gguf")]).unwrap();
+        assert!(check_consistent("user", &[s("http://a:1", "/a/m.gguf"), s("http://b:2", "/a/n.gguf")]).is_err());
     }
 }

@@ -32,9 +32,16 @@
 //!   reset the stall timer (`:` keep-alive comments and partial lines do not); each turn has a wall-clock deadline
 //!   ([`HttpOptions::turn_deadline_for`]); an SSE line or event is at most 1 MiB ([`sse`]) and a JSON answer at most
 //!   16 MiB (an error body: 64 KiB).
+//! * **Fleets.** A role may have several endpoints serving the same model ([`fleet`]). Every request (a turn, a
+//!   token count) takes an endpoint from the role's shared [`fleet::Fleet`] and gives it back with its outcome; a
+//!   retry goes to another endpoint when one is in service (at once, without the backoff), continuing from the
+//!   text received; an endpoint taken out is probed with a cheap `GET` of its info route and put back when it
+//!   answers. The retry budget is per turn, whatever the endpoints: a conversation ends in `error` only when no
+//!   endpoint served the turn within it.
 //!
 //! The [`Backend`](crate::backend::Backend) trait is synchronous; each [`HttpBackend`] owns a single-threaded tokio
-//! runtime and blocks on it. `--parallel N` runs N conversations on N threads, each with its own pair of backends.
+//! runtime and blocks on it. `--parallel N` runs N conversations on N threads, each with its own pair of backends
+//! ([`HttpBackend::replica`]: own connections, shared fleet state and start-up probes).
 //!
 //! The API key is read from an environment variable, sent as a bearer token, and never printed or recorded. So are
 //! credentials in a URL (`http://user:pass@host`): sent as HTTP Basic authentication (when no API key is set),
@@ -145,13 +152,18 @@ impl fmt::Debug for ApiKey {
     }
 }
 
-/// How to reach and use one HTTP engine for one role.
+/// How to reach and use one role's HTTP engine: one server, or a fleet of them serving the same model.
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
-    /// Base URL of the server, e.g. `http://127.0.0.1:8080`.
-    pub url: String,
-    /// Its protocol.
+    /// The servers, at least one, e.g. `http://127.0.0.1:8080` (URLs as given: may hold credentials, so only
+    /// their labels are shown).
+    pub endpoints: Vec<fleet::EndpointSpec>,
+    /// The role's protocol, for endpoints that name none.
     pub flavor: Flavor,
+    /// The most requests in flight on one endpoint (`None`: no limit).
+    pub cap: Option<u32>,
+    /// The role it serves (`assistant`, `user`), for messages.
+    pub role: &'static str,
     /// Bearer token, if any.
     pub api_key: ApiKey,
     /// Context size to use; must not exceed what the engine reports. Required when the engine reports none.
@@ -171,12 +183,14 @@ pub struct HttpOptions {
 }
 
 impl HttpOptions {
-    /// Options with the defaults of `parrot run`: 600 s timeout, 3 retries from 500 ms.
+    /// Options for one server with the defaults of `parrot run`: 600 s timeout, 3 retries from 500 ms.
     #[must_use]
     pub fn new(url: impl Into<String>, flavor: Flavor) -> Self {
         HttpOptions {
-            url: url.into(),
+            endpoints: vec![fleet::EndpointSpec { url: url.into(), flavor: Some(flavor), weight: 1 }],
             flavor,
+            cap: None,
+            role: "assistant",
             api_key: ApiKey::default(),
             n_ctx: None,
             chat_template: None,
