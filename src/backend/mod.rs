@@ -18,6 +18,8 @@ use crate::transcript::{Millis, ModelRecord, StopReason};
 
 pub mod http;
 #[cfg(feature = "llama")]
+pub mod embed;
+#[cfg(feature = "llama")]
 pub mod llama;
 #[cfg(feature = "llama")]
 pub mod sampling;
