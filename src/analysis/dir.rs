@@ -659,8 +659,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.json"), CHAT).unwrap();
         std::fs::write(dir.path().join("b.log"), LOG).unwrap();
-        let opts =
-            AnalyzeOptions { reuse_saved: true, any_saved_format: true, save: true, keep_text: true, forced: None, ..AnalyzeOptions::default() };
+        let opts = AnalyzeOptions {
+            reuse_saved: true,
+            any_saved_format: true,
+            save: true,
+            keep_text: true,
+            forced: None,
+            ..AnalyzeOptions::default()
+        };
         let groups = groups_each(&[dir.path().to_path_buf()]);
         let (fresh, warnings) = analyze_groups(&groups, &opts);
         assert!(warnings.is_empty(), "{warnings:?}");

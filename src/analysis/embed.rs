@@ -77,10 +77,7 @@ pub struct EmbeddingAnalysis {
 pub fn texts(conv: &Conversation) -> Vec<Option<String>> {
     let inferred = super::speakers::with_inferred_prefixes(conv);
     let conv = inferred.as_ref().unwrap_or(conv);
-    conv.messages
-        .iter()
-        .map(|m| (m.speaker != Speaker::System).then(|| body(conv, m).trim().to_string()))
-        .collect()
+    conv.messages.iter().map(|m| (m.speaker != Speaker::System).then(|| body(conv, m).trim().to_string())).collect()
 }
 
 /// Embeds a conversation's messages: one vector per message, `None` for system messages.
@@ -135,9 +132,8 @@ pub fn analyze_vectors(conv: &Conversation, vectors: &[Option<Vec<f32>>], model:
         let mut best: Vec<(f32, usize)> = vec![(f32::NEG_INFINITY, 0); turns.len()];
         for (k, &(message, v)) in turns.iter().enumerate() {
             let Some(v) = v else { continue };
-            let row: Vec<(f32, usize)> = (1..=WINDOW.min(k))
-                .filter_map(|lag| turns[k - lag].1.map(|w| (dot(v, w), k - lag)))
-                .collect();
+            let row: Vec<(f32, usize)> =
+                (1..=WINDOW.min(k)).filter_map(|lag| turns[k - lag].1.map(|w| (dot(v, w), k - lag))).collect();
             recent[message] = row.iter().map(|r| r.0).collect();
             if let Some(&b) = row.iter().max_by(|a, b| a.0.total_cmp(&b.0)) {
                 best[k] = b;

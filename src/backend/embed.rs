@@ -215,7 +215,9 @@ mod tests {
                 false_alarms += usize::from(sem.assistant.detected || sem.user.detected);
             }
         }
-        eprintln!("embeddings: {found}/{loops} loops, {false_alarms}/{healthy} healthy flagged; lexical: {lexical_found}");
+        eprintln!(
+            "embeddings: {found}/{loops} loops, {false_alarms}/{healthy} healthy flagged; lexical: {lexical_found}"
+        );
         assert!(loops >= 10 && healthy >= 10);
         assert!(found as f64 / loops as f64 >= 0.9, "recall {found}/{loops}");
         assert!(false_alarms as f64 / healthy as f64 <= 0.05, "false positives {false_alarms}/{healthy}");

@@ -16,9 +16,9 @@ use crate::chat_template::ChatMessage;
 use crate::config::SamplerConfig;
 use crate::transcript::{Millis, ModelRecord, StopReason};
 
-pub mod http;
 #[cfg(feature = "llama")]
 pub mod embed;
+pub mod http;
 #[cfg(feature = "llama")]
 pub mod llama;
 #[cfg(feature = "llama")]

@@ -147,7 +147,11 @@ mod tests {
 
     #[test]
     fn a_whole_turn_repeated_is_not_a_tail() {
-        let c = conv(&[(" I love you so much, Mark.", " a"), (" I love you so much, Mark.", " b"), (" I love you so much, Mark.", " c")]);
+        let c = conv(&[
+            (" I love you so much, Mark.", " a"),
+            (" I love you so much, Mark.", " b"),
+            (" I love you so much, Mark.", " c"),
+        ]);
         assert!(!detect(&SpeakerView::new(&c, Speaker::Assistant)).detected);
     }
 
