@@ -23,8 +23,9 @@ use serde::{Deserialize, Serialize};
 use super::{analyze, formats, legacy, Conversation, ConversationAnalysis, Format};
 
 /// Version of the analysis algorithms and of the saved analysis; bump it when any number they produce or any field
-/// saved changes, so saved analyses go stale. (2: every conversation records its [`super::Origin`].)
-pub const ANALYSIS_VERSION: u32 = 2;
+/// saved changes, so saved analyses go stale. (2: every conversation records its [`super::Origin`]; 3: the
+/// `recurring_tail` detector, marker-less logs, `warnings` and `embedding`.)
+pub const ANALYSIS_VERSION: u32 = 3;
 /// Name of the saved analysis inside a run folder.
 pub const SAVED_NAME: &str = "analysis.json";
 /// File extensions read from folders (files named on the command line are read whatever their name).
@@ -187,6 +188,9 @@ pub struct AnalyzeOptions {
     /// Keep every conversation's text beside its analysis (the report shows it). The transcripts of a reused
     /// saved analysis are then read again, for their text only.
     pub keep_text: bool,
+    /// Embed every turn with this model and look for paraphrase loops (`--embed`); a saved analysis is then
+    /// reused only when it was made with the same model.
+    pub embedder: Option<std::sync::Arc<dyn super::embed::Embedder>>,
 }
 
 /// What analyzing one file gave: its conversations' analyses, or the one-line reason it could not be read.
@@ -398,7 +402,7 @@ fn stamp(path: &Path) -> Option<FileStamp> {
 /// # Errors
 /// When the file cannot be read or parsed.
 pub fn analyze_file(path: &Path, forced: Option<Format>) -> Result<Vec<ConversationAnalysis>> {
-    read_file(path, forced, false).map(|read| read.analyses)
+    read_file(path, forced, false, None).map(|read| read.analyses)
 }
 
 /// Analyzes transcripts and folders of them, in parallel across files. Saves and reuses nothing.
@@ -428,6 +432,11 @@ pub fn analyze_groups(groups: &[Group], options: &AnalyzeOptions) -> (Vec<Analyz
                 .then(|| load_saved(&g.dir))
                 .flatten()
                 .filter(|saved| options.any_saved_format || saved.forced_format == options.forced)
+                .filter(|saved| {
+                    options.embedder.as_ref().is_none_or(|e| {
+                        saved.conversations.iter().all(|c| c.embedding.as_ref().is_some_and(|x| x.model == e.name()))
+                    })
+                })
         })
         .collect();
     let jobs: Vec<(usize, &Path)> = groups
@@ -438,7 +447,10 @@ pub fn analyze_groups(groups: &[Group], options: &AnalyzeOptions) -> (Vec<Analyz
         .collect();
     let read: Vec<(usize, &Path, Result<FileRead, String>)> = jobs
         .par_iter()
-        .map(|&(i, f)| (i, f, read_file(f, options.forced, options.keep_text).map_err(|e| format!("{e:#}"))))
+        .map(|&(i, f)| {
+            let read = read_file(f, options.forced, options.keep_text, options.embedder.as_deref());
+            (i, f, read.map_err(|e| format!("{e:#}")))
+        })
         .collect();
     let mut per_group: Vec<Vec<(&Path, Result<FileRead, String>)>> = groups.iter().map(|_| Vec::new()).collect();
     for (i, path, result) in read {
@@ -480,9 +492,24 @@ struct FileRead {
     texts: Vec<Conversation>,
 }
 
-fn read_file(path: &Path, forced: Option<Format>, keep_text: bool) -> Result<FileRead> {
+fn read_file(
+    path: &Path,
+    forced: Option<Format>,
+    keep_text: bool,
+    embedder: Option<&dyn super::embed::Embedder>,
+) -> Result<FileRead> {
     let conversations = formats::read_path_all(path, forced)?;
-    let analyses = conversations.iter().map(analyze).collect();
+    let analyses = match embedder {
+        None => conversations.iter().map(analyze).collect(),
+        Some(e) => conversations
+            .iter()
+            .map(|c| {
+                let vectors = super::embed::embed_conversation(c, e)
+                    .with_context(|| format!("could not embed the turns with '{}'", e.name()))?;
+                Ok(super::analyze_with(c, Some(super::embed::analyze_vectors(c, &vectors, e.name()))))
+            })
+            .collect::<Result<_>>()?,
+    };
     Ok(FileRead { analyses, texts: if keep_text { conversations } else { Vec::new() } })
 }
 
@@ -632,8 +659,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.json"), CHAT).unwrap();
         std::fs::write(dir.path().join("b.log"), LOG).unwrap();
-        let opts =
-            AnalyzeOptions { reuse_saved: true, any_saved_format: true, save: true, keep_text: true, forced: None };
+        let opts = AnalyzeOptions {
+            reuse_saved: true,
+            any_saved_format: true,
+            save: true,
+            keep_text: true,
+            forced: None,
+            ..AnalyzeOptions::default()
+        };
         let groups = groups_each(&[dir.path().to_path_buf()]);
         let (fresh, warnings) = analyze_groups(&groups, &opts);
         assert!(warnings.is_empty(), "{warnings:?}");

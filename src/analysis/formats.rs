@@ -223,6 +223,7 @@ fn empty_conversation(name: &str, format: Format) -> Conversation {
         messages: Vec::new(),
         tokens_per_s: None,
         complete: true,
+        warnings: Vec::new(),
     }
 }
 
@@ -359,7 +360,23 @@ pub fn parse_legacy_log(text: &str, name: &str) -> Result<Conversation> {
         bail!("no '=== role @ tokens ===' message after '--- DONE ---': the log is truncated or not from the original tool");
     }
     let count = raw.len();
-    let openings = count.saturating_sub(2 * pairs);
+    let openings = if pairs == 0 {
+        // Without markers nothing tells generated from opening messages; read it as the original's example
+        // config has them rather than as openings only (which would leave every detector silent).
+        let kinds: Vec<Speaker> = raw.iter().map(|r| r.0).collect();
+        let n = marker_less_openings(&kinds);
+        if n < count {
+            conv.warnings.push(format!(
+                "no '--- N ---' stream markers before '--- DONE ---': took the first {n} message(s) (system, first \
+                 assistant, first user, as the original's config has them) as the opening and the {} after them \
+                 as generated",
+                count - n
+            ));
+        }
+        n
+    } else {
+        count.saturating_sub(2 * pairs)
+    };
     for (k, (speaker, at, body)) in raw.iter().enumerate() {
         let prefix = match speaker {
             Speaker::Assistant => conv.agent_prefix.as_deref(),
@@ -384,6 +401,20 @@ pub fn parse_legacy_log(text: &str, name: &str) -> Result<Conversation> {
     }
     conv.complete = footer.is_some();
     Ok(conv)
+}
+
+/// How many leading messages of a log without stream markers are the config's opening ones: the system messages,
+/// then the first assistant message and the first user message when they come in that order (the original's
+/// example config, `broken-record-config.json`, opens with exactly system, assistant, user).
+fn marker_less_openings(speakers: &[Speaker]) -> usize {
+    let mut n = speakers.iter().take_while(|s| **s == Speaker::System).count();
+    if speakers.get(n) == Some(&Speaker::Assistant) {
+        n += 1;
+    }
+    if speakers.get(n) == Some(&Speaker::User) {
+        n += 1;
+    }
+    n
 }
 
 /// Message bodies end before the blank line that precedes the footer.
@@ -607,6 +638,28 @@ Assistant Model: a.gguf\nUser Model: u.gguf\n\n=== system @ 0 ===\nS\n=== assist
         let c = parse_reader(no_footer.as_bytes(), "x.log", None).unwrap();
         assert!(!c.complete);
         assert_eq!(c.messages.len(), 3);
+    }
+
+    /// #14: a log without `--- N ---` markers was read as opening messages only, and every detector was silent.
+    #[test]
+    fn legacy_log_without_stream_markers_infers_the_openings() {
+        let body = "=== system @ 0 ===\nS\n=== assistant @ 0 ===\nSkye: hi\n=== user @ 0 ===\nMark: \"yo\n\
+=== assistant @ 0 ===\nSkye: again\n=== user @ 7 ===\nMark: \"so\n\n--- 12 tokens, 2 turns ---\n";
+        let config = LOG.split("=== system").next().unwrap().split("--- DONE ---").nth(1).unwrap();
+        let log = format!("Skye: again\nMark: \"so\n--- DONE ---{config}{body}");
+        let c = parse_reader(log.as_bytes(), "x.log", None).unwrap();
+        assert_eq!(c.messages.len(), 5);
+        let openings: Vec<bool> = c.messages.iter().map(|m| m.opening).collect();
+        assert_eq!(openings, [true, true, true, false, false]);
+        assert_eq!(c.messages[3].tokens, Some(7));
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("no '--- N ---' stream markers") && c.warnings[0].contains("first 3"));
+        let a = crate::analysis::analyze(&c);
+        assert_eq!(a.warnings, c.warnings, "the warning reaches the analysis (and --json)");
+        // With markers nothing is guessed.
+        assert!(parse_reader(LOG.as_bytes(), "x.log", None).unwrap().warnings.is_empty());
+        assert_eq!(marker_less_openings(&[Speaker::Assistant, Speaker::User, Speaker::Assistant]), 2);
+        assert_eq!(marker_less_openings(&[Speaker::User, Speaker::Assistant]), 1);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 pub mod confidence;
 pub mod detectors;
 pub mod dir;
+pub mod embed;
 pub mod formats;
 pub mod legacy;
 pub mod metrics;
@@ -82,6 +83,10 @@ pub struct Conversation {
     pub tokens_per_s: Option<f64>,
     /// False when the file ends before the conversation did (no summary, no `--- DONE ---`).
     pub complete: bool,
+    /// What the reader had to guess, one line each (e.g. the opening messages of a `.log` without stream
+    /// markers); `analyze` prints them as warnings and keeps them in the analysis.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// What produced a conversation, as its file records it: each speaker's engine and model. The report labels run
@@ -204,18 +209,35 @@ pub struct ConversationAnalysis {
     pub message_lengths: Vec<usize>,
     /// Speaker of every message, for timelines.
     pub message_speakers: Vec<Speaker>,
+    /// What the reader had to guess about the file ([`Conversation::warnings`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// With `analyze --embed`: the turn-embedding similarities and the paraphrase loops they show (also merged
+    /// into `semantic_repetition`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<embed::EmbeddingAnalysis>,
 }
 
 /// Analyzes one conversation: the original's score, every detector on both speakers, and the standard metrics.
 /// Pure and deterministic.
 #[must_use]
 pub fn analyze(conv: &Conversation) -> ConversationAnalysis {
+    analyze_with(conv, None)
+}
+
+/// [`analyze`] with the paraphrase loops that turn embeddings show ([`embed::analyze_vectors`]) added as evidence
+/// for `semantic_repetition`. Pure: the embedding results are computed by the caller.
+#[must_use]
+pub fn analyze_with(conv: &Conversation, embedding: Option<embed::EmbeddingAnalysis>) -> ConversationAnalysis {
     let original = conv;
     // Speaker names inferred where the format records none are used exactly as configured ones; the original's
     // score (`legacy`) keeps reading the conversation as its analyzer did.
     let inferred = speakers::with_inferred_prefixes(conv);
     let conv = inferred.as_ref().unwrap_or(conv);
-    let detectors = detectors::run_all(conv);
+    let mut detectors = detectors::run_all(conv);
+    if let (Some(e), Some(d)) = (&embedding, detectors.get_mut("semantic_repetition")) {
+        embed::merge_into(d, &e.detection);
+    }
     let first_onset =
         detectors.values().flat_map(|d| [&d.assistant, &d.user]).filter(|d| d.detected).filter_map(|d| d.onset).min();
     let speaker_texts = |s: Speaker| -> Vec<&str> {
@@ -245,5 +267,7 @@ pub fn analyze(conv: &Conversation) -> ConversationAnalysis {
         first_onset,
         message_lengths: conv.messages.iter().map(|m| m.text.chars().count()).collect(),
         message_speakers: conv.messages.iter().map(|m| m.speaker).collect(),
+        warnings: conv.warnings.clone(),
+        embedding,
     }
 }

@@ -88,7 +88,8 @@ pub struct LoadOptions {
 /// True when llama.cpp was built with a GPU backend (then every layer is offloaded unless `--gpu-layers` says less).
 const GPU_BUILD: bool = cfg!(any(feature = "cuda", feature = "vulkan", feature = "metal"));
 
-fn load_model(path: &Path, gpu_layers: Option<u32>, verbose: u8) -> Result<&'static LlamaModel> {
+/// Loads a model once per path (the embedder shares it).
+pub(crate) fn load_model(path: &Path, gpu_layers: Option<u32>, verbose: u8) -> Result<&'static LlamaModel> {
     let backend = backend(verbose)?;
     let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
     let models = MODELS.get_or_init(|| Mutex::new(HashMap::new()));

@@ -16,6 +16,8 @@ use crate::chat_template::ChatMessage;
 use crate::config::SamplerConfig;
 use crate::transcript::{Millis, ModelRecord, StopReason};
 
+#[cfg(feature = "llama")]
+pub mod embed;
 pub mod http;
 #[cfg(feature = "llama")]
 pub mod llama;

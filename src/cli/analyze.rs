@@ -35,4 +35,9 @@ pub struct AnalyzeArgs {
     /// Recompute even when a folder's saved `analysis.json` is up to date.
     #[arg(long)]
     pub recompute: bool,
+    /// Embed every turn with this model (a GGUF path or registry name, run in-process through llama.cpp) and
+    /// report a speaker re-telling the same moment in other words as `semantic_repetition`; the similarities
+    /// appear in `--json` under `embedding`.
+    #[arg(long, value_name = "MODEL")]
+    pub embed: Option<String>,
 }

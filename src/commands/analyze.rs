@@ -15,6 +15,21 @@ use crate::analysis::dir::{analyze_paths_with, AnalyzeOptions};
 use crate::analysis::render::{render_csv, render_json, render_table};
 use crate::cli::{AnalyzeArgs, GlobalArgs};
 
+/// Resolves and loads the `--embed` model.
+#[cfg(feature = "llama")]
+fn open_embedder(global: &GlobalArgs, spec: &str) -> Result<std::sync::Arc<dyn crate::analysis::embed::Embedder>> {
+    let opts = crate::models::ResolveOptions { quiet: global.quiet, ..Default::default() };
+    let path = crate::models::resolve_model(spec, &opts).context("--embed")?;
+    let e = crate::backend::embed::LlamaEmbedder::load(&path, spec, None, global.verbose)?;
+    Ok(std::sync::Arc::new(e))
+}
+
+/// Without llama.cpp there is nothing to embed with.
+#[cfg(not(feature = "llama"))]
+fn open_embedder(_: &GlobalArgs, _: &str) -> Result<std::sync::Arc<dyn crate::analysis::embed::Embedder>> {
+    bail!("--embed needs llama.cpp: this parrot was built without the 'llama' feature; rebuild with it (the default)")
+}
+
 /// Runs `parrot analyze`.
 ///
 /// # Errors
@@ -27,6 +42,7 @@ pub fn run(global: &GlobalArgs, args: AnalyzeArgs) -> Result<ExitCode> {
         forced: args.format,
         reuse_saved: !args.recompute,
         save: !args.no_save,
+        embedder: args.embed.as_deref().map(|m| open_embedder(global, m)).transpose()?,
         ..AnalyzeOptions::default()
     };
     if let Some(b) = &args.baseline {
@@ -51,6 +67,11 @@ pub fn run(global: &GlobalArgs, args: AnalyzeArgs) -> Result<ExitCode> {
     }
     for w in &warnings {
         writeln!(stderr, "warning: {w}")?;
+    }
+    for c in dirs.iter().flat_map(|d| &d.conversations) {
+        for w in &c.warnings {
+            writeln!(stderr, "warning: {}: {w}", c.source)?;
+        }
     }
     let rendered = if args.json {
         render_json(&dirs, baseline)?

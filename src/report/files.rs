@@ -20,7 +20,14 @@ use crate::durable::write_atomic;
 /// their folder when `save`. Returns the run sets and the warnings (saves that failed).
 #[must_use]
 pub fn read_run_sets(paths: &[PathBuf], save: bool) -> (Vec<RunSet>, Vec<String>) {
-    let options = AnalyzeOptions { reuse_saved: true, any_saved_format: true, save, keep_text: true, forced: None };
+    let options = AnalyzeOptions {
+        reuse_saved: true,
+        any_saved_format: true,
+        save,
+        keep_text: true,
+        forced: None,
+        ..AnalyzeOptions::default()
+    };
     let (analyzed, warnings) = analyze_groups(&groups_each(paths), &options);
     (analyzed.into_iter().map(RunSet::from_analyzed).collect(), warnings)
 }

@@ -44,6 +44,7 @@ fn item(source: &str, penalty: f64, texts: &[&str], density: f64, onset: Option<
         messages: messages.clone(),
         tokens_per_s: Some(50.0),
         complete: true,
+        warnings: Vec::new(),
     };
     let lengths: Vec<usize> = texts.iter().step_by(2).map(|t| t.chars().count()).collect();
     let mut detectors = BTreeMap::new();
@@ -81,6 +82,8 @@ fn item(source: &str, penalty: f64, texts: &[&str], density: f64, onset: Option<
         first_onset: onset,
         message_lengths: texts.iter().map(|t| t.chars().count()).collect(),
         message_speakers: messages.iter().map(|m| m.speaker).collect(),
+        warnings: Vec::new(),
+        embedding: None,
     };
     Item { analysis, conversation: Some(conversation) }
 }

@@ -18,6 +18,7 @@ pub mod leading_whitespace;
 pub mod multi_turn_loop;
 pub mod nothing_to_say;
 pub mod prefix_repetition;
+pub mod recurring_tail;
 pub mod rejection;
 pub mod semantic_repetition;
 pub mod single_turn_loop;
@@ -27,7 +28,7 @@ pub mod word_soup;
 pub type DetectorFn = fn(&SpeakerView<'_>) -> Detection;
 
 /// Every detector with its output name, in output order.
-pub const DETECTORS: [(&str, DetectorFn); 10] = [
+pub const DETECTORS: [(&str, DetectorFn); 11] = [
     ("single_turn_loop", single_turn_loop::detect),
     ("multi_turn_loop", multi_turn_loop::detect),
     ("intra_turn_repetition", intra_turn_repetition::detect),
@@ -38,11 +39,12 @@ pub const DETECTORS: [(&str, DetectorFn); 10] = [
     ("apostrophe_break", apostrophe_break::detect),
     ("leading_whitespace", leading_whitespace::detect),
     ("rejection", rejection::detect),
+    ("recurring_tail", recurring_tail::detect),
 ];
 
 /// The names of every detector, in output order.
 #[must_use]
-pub fn names() -> [&'static str; 10] {
+pub fn names() -> [&'static str; 11] {
     DETECTORS.map(|(name, _)| name)
 }
 
@@ -263,6 +265,7 @@ pub(crate) mod testing {
             messages,
             tokens_per_s: None,
             complete: true,
+            warnings: Vec::new(),
         }
     }
 
