@@ -27,6 +27,7 @@ pub fn run(global: &GlobalArgs, args: AnalyzeArgs) -> Result<ExitCode> {
         forced: args.format,
         reuse_saved: !args.recompute,
         save: !args.no_save,
+        save_anywhere: args.save,
         ..AnalyzeOptions::default()
     };
     if let Some(b) = &args.baseline {
