@@ -9,6 +9,8 @@ mod folder;
 mod http;
 // models: the registry, `parrot models list|fetch|path`, hub downloads against a loopback hub, the PyPI fallback.
 mod models;
+// Property tests of every parser of untrusted input: arbitrary bytes and mutated fixtures never panic.
+mod props;
 mod readme;
 mod run;
 mod throughput;
