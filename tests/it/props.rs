@@ -353,7 +353,7 @@ fn tiny_gguf() -> Vec<u8> {
     b.extend_from_slice(&8u64.to_le_bytes());
     b.extend_from_slice(&0u32.to_le_bytes());
     b.extend_from_slice(&0u64.to_le_bytes());
-    while b.len() % 32 != 0 {
+    while !b.len().is_multiple_of(32) {
         b.push(0);
     }
     b.extend_from_slice(&[0u8; 32]);
