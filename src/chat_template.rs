@@ -98,6 +98,8 @@ const FUEL: u64 = 20_000_000;
 
 /// The longest prompt a template may render, in bytes: far above any context window, far below memory trouble.
 const MAX_RENDERED: usize = 64 << 20;
+/// The largest chat template file read (1 MiB; real templates are a few KiB).
+const MAX_TEMPLATE_BYTES: u64 = 1 << 20;
 
 /// A `fmt::Write` that fails once more than [`MAX_RENDERED`] bytes are written.
 struct Capped(String, bool);
@@ -236,7 +238,8 @@ pub fn select(configured: Option<&str>, from_gguf: Option<&str>, arch: Option<&s
             let names: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
             bail!("chat template '{name}' is neither a built-in template ({}) nor a file", names.join(", "));
         }
-        let text = std::fs::read_to_string(path).with_context(|| format!("could not read chat template '{name}'"))?;
+        let text = crate::config::read_bounded_text(path, MAX_TEMPLATE_BYTES)
+            .with_context(|| format!("could not read chat template '{name}'"))?;
         return Ok((text, name.to_string()));
     }
     if let Some(text) = from_gguf.filter(|t| !t.trim().is_empty()) {

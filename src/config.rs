@@ -282,6 +282,33 @@ impl Syntax {
     }
 }
 
+/// The largest config file read (16 MiB: a config is settings and an opening conversation, not a corpus).
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// Reads a UTF-8 text file of at most `max` bytes, never more than `max` + 1 bytes of it.
+///
+/// # Errors
+/// When the file cannot be read, is larger, or is not UTF-8 (the message says which).
+pub fn read_bounded_text(path: &Path, max: u64) -> Result<String> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        bail!("the file is larger than {} MiB, the most parrot reads of it", max >> 20);
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        anyhow!("line {line} is not valid UTF-8")
+    })
+}
+
+/// A message quoting the file (a key, a value) kept on one line: control characters (a newline in a quoted key)
+/// are written as escapes.
+fn one_line(message: &str) -> String {
+    message.chars().map(|c| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() }).collect()
+}
+
 /// 1-based line and column of byte `offset` in `text`.
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
@@ -300,15 +327,15 @@ impl Config {
         let config: Config = match syntax {
             Syntax::Toml => toml::from_str(text).map_err(|e| {
                 let (line, col) = e.span().map_or((0, 0), |s| line_col(text, s.start));
-                anyhow!("{name}:{line}:{col}: {}", e.message().trim())
+                anyhow!("{name}:{line}:{col}: {}", one_line(e.message().trim()))
             })?,
             Syntax::Json => serde_json::from_str(text).map_err(|e| {
                 let msg = e.to_string();
                 let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-                anyhow!("{name}:{}:{}: {msg}", e.line(), e.column())
+                anyhow!("{name}:{}:{}: {}", e.line(), e.column(), one_line(&msg))
             })?,
         };
-        config.validate().map_err(|e| anyhow!("{name}: {e}"))?;
+        config.validate().map_err(|e| anyhow!("{name}: {}", one_line(&e.to_string())))?;
         Ok(config)
     }
 
@@ -317,7 +344,7 @@ impl Config {
     /// # Errors
     /// When the file cannot be read or is invalid; the message names the file.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path)
+        let text = read_bounded_text(path, MAX_CONFIG_BYTES)
             .with_context(|| format!("could not read config file '{}'", path.display()))?;
         Config::from_str(&text, Syntax::detect(path, &text), &path.display().to_string())
     }
@@ -418,6 +445,27 @@ mod tests {
     use super::*;
 
     const ORIGINAL: &str = include_str!("../tests/fixtures/broken-record-config.json");
+
+    #[test]
+    fn issue_15_an_error_quoting_the_file_stays_one_line() {
+        // Found by the property tests: a key holding a newline was quoted raw, splitting the message.
+        let err = Config::from_str("{\"sampler\": {\"a\\nb\": 1}}", Syntax::Json, "c.json").unwrap_err().to_string();
+        assert!(err.starts_with("c.json:1:") && err.contains("unknown field `a\\nb`") && !err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn issue_15_a_config_file_is_read_only_up_to_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.toml");
+        let file = std::fs::File::create(&big).unwrap();
+        file.set_len(MAX_CONFIG_BYTES + 1).unwrap();
+        let err = format!("{:#}", Config::load(&big).unwrap_err());
+        assert!(err.contains("big.toml") && err.contains("larger than 16 MiB"), "{err}");
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, b"seed = 1\n# \xff\n").unwrap();
+        let err = format!("{:#}", Config::load(&bad).unwrap_err());
+        assert!(err.contains("bad.toml") && err.contains("line 2 is not valid UTF-8"), "{err}");
+    }
 
     #[test]
     fn the_original_config_json_loads_unchanged() {

@@ -27,6 +27,101 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Milliseconds, as a float.
 pub type Millis = f64;
 
+/// The longest line read from a transcript, or from any line-based file `analyze` reads (64 MiB): a line holds one
+/// turn, and a turn is bounded by its token limit, so a longer line means a damaged or foreign file. The reader
+/// stops at the bound instead of reading a 1 GiB line whole.
+pub const MAX_LINE_BYTES: usize = 64 << 20;
+
+/// Why a line could not be read.
+#[derive(Debug)]
+pub enum LineError {
+    /// The line is longer than [`MAX_LINE_BYTES`]; nothing past the bound was read.
+    TooLong,
+    /// The line is not valid UTF-8.
+    NotUtf8(std::str::Utf8Error),
+    /// Reading failed.
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for LineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LineError::TooLong => {
+                write!(f, "longer than {} MiB, the most parrot reads of one line", MAX_LINE_BYTES >> 20)
+            }
+            LineError::NotUtf8(e) => write!(f, "not valid UTF-8: {e}"),
+            LineError::Io(e) => write!(f, "could not be read: {e}"),
+        }
+    }
+}
+
+/// The lines of a reader, each at most `max` bytes (without the `\n`, and a `\r` before it), as text. Unlike
+/// [`BufRead::lines`], a line longer than `max` is an error as soon as `max` bytes are read, so memory stays
+/// bounded whatever the input; the iterator ends after a line too long or a read error.
+pub struct CappedLines<R> {
+    reader: R,
+    max: usize,
+    done: bool,
+}
+
+impl<R: BufRead> CappedLines<R> {
+    /// Lines of `reader`, each at most `max` bytes.
+    pub fn new(reader: R, max: usize) -> Self {
+        CappedLines { reader, max, done: false }
+    }
+}
+
+/// Appends one line of `reader` to `buf` as it is in the file (with its `\n`, when it has one), reading at most
+/// `max` + 1 bytes. Returns how many bytes were appended (0 at the end), or [`LineError::TooLong`] when the line
+/// (without its line ending) is longer than `max` bytes; then nothing past the bound was read.
+///
+/// # Errors
+/// [`LineError::TooLong`], or [`LineError::Io`] when reading fails.
+pub fn read_capped_line<R: BufRead>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::result::Result<usize, LineError> {
+    let start = buf.len();
+    // `max` bytes of text, then "\r\n" at most.
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(2);
+    let n = reader.take(limit).read_until(b'\n', buf).map_err(LineError::Io)?;
+    let line = &buf[start..];
+    let text = line.strip_suffix(b"\n").map_or(line, |l| l.strip_suffix(b"\r").unwrap_or(l));
+    if text.len() > max {
+        return Err(LineError::TooLong);
+    }
+    Ok(n)
+}
+
+impl<R: BufRead> Iterator for CappedLines<R> {
+    type Item = std::result::Result<String, LineError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let mut buf = Vec::new();
+        match read_capped_line(&mut self.reader, &mut buf, self.max) {
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+            Ok(0) => None,
+            Ok(_) => {
+                if buf.last() == Some(&b'\n') {
+                    buf.pop();
+                    if buf.last() == Some(&b'\r') {
+                        buf.pop();
+                    }
+                }
+                // The line was read whole, so the next one can still be read.
+                Some(String::from_utf8(buf).map_err(|e| LineError::NotUtf8(e.utf8_error())))
+            }
+        }
+    }
+}
+
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -291,9 +386,9 @@ impl Transcript {
 /// # Errors
 /// When the first line is not a parrot header, or a line before the last one is not a valid record.
 pub fn read_transcript<R: Read>(reader: R, name: &str) -> Result<Transcript> {
-    let mut lines = BufReader::new(reader).lines().enumerate().peekable();
+    let mut lines = CappedLines::new(BufReader::new(reader), MAX_LINE_BYTES).enumerate().peekable();
     let (_, first) = lines.next().with_context(|| format!("{name}: the file is empty"))?;
-    let first = first.with_context(|| format!("{name}: line 1 is not valid UTF-8"))?;
+    let first = first.map_err(|e| anyhow::anyhow!("{name}: line 1 is {e}"))?;
     let header = match serde_json::from_str::<Record>(&first) {
         Ok(Record::Header(h)) if h.format == FORMAT_NAME => *h,
         Ok(_) => bail!("{name}: line 1 is not a parrot transcript header"),
@@ -310,11 +405,11 @@ pub fn read_transcript<R: Read>(reader: R, name: &str) -> Result<Transcript> {
         let is_last = lines.peek().is_none();
         let line = match line {
             Ok(l) => l,
-            Err(e) if is_last => {
+            Err(e @ LineError::NotUtf8(_)) if is_last => {
                 out.torn_tail = Some(e.to_string());
                 break;
             }
-            Err(e) => bail!("{name}: line {} is not valid UTF-8: {e}", i + 1),
+            Err(e) => bail!("{name}: line {} is {e}", i + 1),
         };
         if line.trim().is_empty() {
             continue;
@@ -554,6 +649,43 @@ mod tests {
         assert!(t.summary.is_none());
         assert!(std::fs::read(&path).unwrap().starts_with(&kept));
         assert!(!crate::durable::partial_path(&path).exists());
+    }
+
+    #[test]
+    fn issue_15_a_line_longer_than_the_bound_is_an_error_naming_it_and_is_not_read_whole() {
+        // A reader that would give 1 GiB without a newline: the error comes after MAX_LINE_BYTES + 1 bytes.
+        struct Endless(u64);
+        impl Read for Endless {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = buf.len().min(usize::try_from(self.0).unwrap_or(usize::MAX));
+                buf[..n].fill(b'a');
+                self.0 -= n as u64;
+                Ok(n)
+            }
+        }
+        let mut head = serde_json::to_vec(&Record::Header(Box::new(header()))).unwrap();
+        head.push(b'\n');
+        let endless = Endless(1 << 30);
+        let mut counted = CountingReader { inner: std::io::Cursor::new(head).chain(endless), read: 0 };
+        let err = read_transcript(&mut counted, "t.jsonl").unwrap_err().to_string();
+        assert_eq!(err, "t.jsonl: line 2 is longer than 64 MiB, the most parrot reads of one line");
+        assert!(counted.read < (MAX_LINE_BYTES as u64) + (1 << 20), "read {} bytes", counted.read);
+        // Lines at the bound are fine, CRLF included.
+        let lines: Vec<String> = CappedLines::new(&b"ab\r\ncd\n\nxyz"[..], 3).map(|l| l.unwrap()).collect();
+        assert_eq!(lines, ["ab", "cd", "", "xyz"]);
+        assert!(matches!(CappedLines::new(&b"abcd"[..], 3).next(), Some(Err(LineError::TooLong))));
+    }
+
+    struct CountingReader<R> {
+        inner: R,
+        read: u64,
+    }
+    impl<R: Read> Read for CountingReader<R> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.read += n as u64;
+            Ok(n)
+        }
     }
 
     #[test]

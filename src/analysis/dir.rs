@@ -9,14 +9,22 @@
 //! in parallel with rayon, one file in memory per worker and only its (small) analysis kept, so memory is bounded
 //! by the largest file, not by the corpus. A bad file becomes a [`FileError`] and the others go on.
 //!
-//! A saved analysis records the analysis version, the parrot version, the forced format, and the name, size and
-//! modification time of every transcript; [`load_saved`] returns it only while all of those still match.
+//! A saved analysis records who wrote it (`"written_by": "parrot"`), the analysis version, the parrot version, the
+//! forced format, and the name, size and modification time of every transcript; [`load_saved`] returns it only
+//! while all of those still match what is asked now, so an analysis made with a mistaken `--format` is recomputed
+//! rather than shown again.
+//!
+//! Saving is a policy, because the folders analyzed are not always ours: by default `analysis.json` is written only
+//! into folders parrot generated (they hold `run.json` or `sweep.json`), elsewhere only with `--save`, and never
+//! over an `analysis.json` that parrot did not write. The sources a saved analysis names are file names inside its
+//! folder (`conv-0.jsonl`, `share.json#3`); [`load_saved`] refuses one that leaves the folder (`../x`, `/etc/x`)
+//! or is not one of the folder's transcripts, so a crafted `analysis.json` cannot make `report` read other files.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +36,11 @@ use super::{analyze, formats, legacy, Conversation, ConversationAnalysis, Format
 pub const ANALYSIS_VERSION: u32 = 3;
 /// Name of the saved analysis inside a run folder.
 pub const SAVED_NAME: &str = "analysis.json";
+/// The [`DirAnalysis::written_by`] of every `analysis.json` parrot writes: only a file carrying it is replaced.
+pub const WRITTEN_BY: &str = "parrot";
+/// Files whose presence makes a folder one that parrot generated (a run or a sweep), where `analysis.json` is
+/// saved by default.
+pub const RUN_MARKERS: [&str; 2] = ["run.json", "sweep.json"];
 /// File extensions read from folders (files named on the command line are read whatever their name).
 pub const TRANSCRIPT_EXTENSIONS: [&str; 3] = ["jsonl", "json", "log"];
 /// How deep folders are searched for transcripts.
@@ -152,7 +165,8 @@ impl DirSummary {
 pub struct DirAnalysis {
     /// The folder, as given on the command line (or the parent of the files given).
     pub dir: String,
-    /// Every conversation analyzed, in file-name order.
+    /// Every conversation analyzed, in file-name order. In the saved file each `source` is the transcript's name
+    /// inside the folder (with `#i` for entry `i` of a ShareGPT dataset); in memory it is the path, as found.
     pub conversations: Vec<ConversationAnalysis>,
     /// Every file that could not be analyzed.
     pub errors: Vec<FileError>,
@@ -180,11 +194,10 @@ pub struct AnalyzeOptions {
     pub forced: Option<Format>,
     /// Reuse a folder's saved `analysis.json` when it is not stale.
     pub reuse_saved: bool,
-    /// Reuse a saved analysis whatever format it was read in, not only one read in `forced` (the report forces
-    /// none, and shows a folder as `analyze --format` saved it).
-    pub any_saved_format: bool,
-    /// Save the analysis of every folder given as a PATH beside it.
+    /// Save the analysis of every whole folder that parrot generated (holding one of [`RUN_MARKERS`]) beside it.
     pub save: bool,
+    /// Save beside every whole folder analyzed, run folder or not (`analyze --save`).
+    pub save_anywhere: bool,
     /// Keep every conversation's text beside its analysis (the report shows it). The transcripts of a reused
     /// saved analysis are then read again, for their text only.
     pub keep_text: bool,
@@ -253,15 +266,22 @@ impl Group {
         out
     }
 
-    /// Saves `analysis` as the folder's `analysis.json` when the whole folder was analyzed; returns the warning
-    /// to print when that fails.
+    /// Saves `analysis` as the folder's `analysis.json` when the whole folder was analyzed and the policy allows
+    /// it (a folder parrot generated, or `anywhere`); returns the warning to print when that fails or when an
+    /// `analysis.json` that parrot did not write is in the way.
     #[must_use]
-    pub fn save_beside(&self, analysis: &DirAnalysis) -> Option<String> {
-        if !self.whole_folder {
+    pub fn save_beside(&self, analysis: &DirAnalysis, anywhere: bool) -> Option<String> {
+        if !self.whole_folder || !(anywhere || is_run_folder(&self.dir)) {
             return None;
         }
-        save(&self.dir, analysis).err().map(|e| format!("{}: could not save the analysis: {e:#}", self.label))
+        save(&self.dir, analysis).err().map(|e| format!("{}: {e:#}", self.label))
     }
+}
+
+/// Whether parrot generated `dir` (it holds `run.json` or `sweep.json`).
+#[must_use]
+pub fn is_run_folder(dir: &Path) -> bool {
+    RUN_MARKERS.iter().any(|m| dir.join(m).is_file())
 }
 
 /// Files that parrot itself writes into run folders beside the transcripts: never transcripts.
@@ -425,13 +445,19 @@ pub fn analyze_paths_with(paths: &[PathBuf], options: &AnalyzeOptions) -> (Vec<D
 /// failed).
 #[must_use]
 pub fn analyze_groups(groups: &[Group], options: &AnalyzeOptions) -> (Vec<Analyzed>, Vec<String>) {
+    let mut warnings = Vec::new();
     let reused: Vec<Option<DirAnalysis>> = groups
         .iter()
         .map(|g| {
-            (options.reuse_saved && g.whole_folder)
-                .then(|| load_saved(&g.dir))
-                .flatten()
-                .filter(|saved| options.any_saved_format || saved.forced_format == options.forced)
+            if !(options.reuse_saved && g.whole_folder) {
+                return None;
+            }
+            load_saved(&g.dir, options.forced)
+                .unwrap_or_else(|refused| {
+                    warnings
+                        .push(format!("{}: {refused}; analyzing the folder again", g.dir.join(SAVED_NAME).display()));
+                    None
+                })
                 .filter(|saved| {
                     options.embedder.as_ref().is_none_or(|e| {
                         saved.conversations.iter().all(|c| c.embedding.as_ref().is_some_and(|x| x.model == e.name()))
@@ -456,8 +482,9 @@ pub fn analyze_groups(groups: &[Group], options: &AnalyzeOptions) -> (Vec<Analyz
     for (i, path, result) in read {
         per_group[i].push((path, result));
     }
-    let mut texts_of_reused = reread_texts(&reused, options.keep_text).into_iter();
-    let mut warnings = Vec::new();
+    let reused_pairs: Vec<(&Path, &DirAnalysis)> =
+        groups.iter().zip(&reused).filter_map(|(g, saved)| Some((g.dir.as_path(), saved.as_ref()?))).collect();
+    let mut texts_of_reused = reread_texts(&reused_pairs, options.keep_text).into_iter();
     let mut out = Vec::with_capacity(groups.len());
     for ((g, saved), files) in groups.iter().zip(reused).zip(per_group) {
         if let Some(mut analysis) = saved {
@@ -478,8 +505,8 @@ pub fn analyze_groups(groups: &[Group], options: &AnalyzeOptions) -> (Vec<Analyz
             })
             .collect();
         let analysis = g.analysis(results, options.forced);
-        if options.save {
-            warnings.extend(g.save_beside(&analysis));
+        if options.save || options.save_anywhere {
+            warnings.extend(g.save_beside(&analysis, options.save_anywhere));
         }
         out.push(Analyzed { analysis, texts });
     }
@@ -513,71 +540,169 @@ fn read_file(
     Ok(FileRead { analyses, texts: if keep_text { conversations } else { Vec::new() } })
 }
 
-/// For each reused analysis, in order, the text of its conversations, read again from their sources (in the
-/// format the analysis was made with) in one parallel pass over all of them; nothing unless `keep_text`. A
-/// source that cannot be read leaves its conversations without text.
-fn reread_texts(reused: &[Option<DirAnalysis>], keep_text: bool) -> Vec<Vec<Option<Conversation>>> {
+/// For each reused analysis (with its folder), in order, the text of its conversations, read again from their
+/// sources (in the format the analysis was made with) in one parallel pass over all of them; nothing unless
+/// `keep_text`. A source that cannot be read leaves its conversations without text. The sources were checked by
+/// [`load_saved`]: each is a transcript of its folder, entry `i` of a ShareGPT dataset named `file#i`.
+fn reread_texts(reused: &[(&Path, &DirAnalysis)], keep_text: bool) -> Vec<Vec<Option<Conversation>>> {
     if !keep_text {
         return Vec::new();
     }
-    let mut sources: Vec<(&str, Option<Format>)> = Vec::new();
-    for saved in reused.iter().flatten() {
-        for c in &saved.conversations {
-            if sources.last() != Some(&(c.source.as_str(), saved.forced_format)) {
-                sources.push((c.source.as_str(), saved.forced_format));
-            }
-        }
-    }
-    let read: HashMap<(&str, Option<Format>), Vec<Conversation>> = sources
-        .par_iter()
-        .filter_map(|&(source, forced)| {
-            Some(((source, forced), formats::read_path_all(Path::new(source), forced).ok()?))
-        })
-        .collect();
-    reused
+    // Per reused analysis, per conversation: the file to read and the entry wanted (`None`: the next one).
+    let wanted: Vec<Vec<(PathBuf, Option<usize>)>> = reused
         .iter()
-        .flatten()
-        .map(|saved| {
-            let mut seen: HashMap<&str, usize> = HashMap::new();
+        .map(|&(dir, saved)| {
             saved
                 .conversations
                 .iter()
-                .map(|a| {
-                    let k = seen.entry(a.source.as_str()).or_default();
-                    let text = read.get(&(a.source.as_str(), saved.forced_format)).and_then(|c| c.get(*k).cloned());
-                    *k += 1;
-                    text
+                .map(|c| {
+                    let rel =
+                        Path::new(&c.source).strip_prefix(dir).map_or(c.source.clone(), |r| r.display().to_string());
+                    let (file, entry) = split_source(&rel, &saved.files).unwrap_or((rel.as_str(), None));
+                    (dir.join(file), entry)
+                })
+                .collect()
+        })
+        .collect();
+    let mut sources: Vec<(&Path, Option<Format>)> = Vec::new();
+    for (w, (_, saved)) in wanted.iter().zip(reused) {
+        for (file, _) in w {
+            if !sources.contains(&(file.as_path(), saved.forced_format)) {
+                sources.push((file.as_path(), saved.forced_format));
+            }
+        }
+    }
+    let read: HashMap<(&Path, Option<Format>), Vec<Conversation>> = sources
+        .par_iter()
+        .filter_map(|&(file, forced)| Some(((file, forced), formats::read_path_all(file, forced).ok()?)))
+        .collect();
+    wanted
+        .iter()
+        .zip(reused)
+        .map(|(w, (_, saved))| {
+            let mut next: HashMap<&Path, usize> = HashMap::new();
+            w.iter()
+                .map(|(file, entry)| {
+                    let k = next.entry(file.as_path()).or_default();
+                    let i = entry.unwrap_or(*k);
+                    *k = i + 1;
+                    read.get(&(file.as_path(), saved.forced_format)).and_then(|c| c.get(i).cloned())
                 })
                 .collect()
         })
         .collect()
 }
 
-/// Writes `analysis` to `dir/analysis.json` with [`crate::durable::write_atomic`], so that a reader (or a crash)
-/// never sees half of it.
-///
-/// # Errors
-/// When the file cannot be written.
-pub fn save(dir: &Path, analysis: &DirAnalysis) -> Result<()> {
-    let bytes = serde_json::to_vec(analysis).context("could not serialize the analysis")?;
-    crate::durable::write_atomic(&dir.join(SAVED_NAME), &bytes)
+/// A saved source (`name` or `name#i`) as the transcript it names and the entry, when it is one of `files`: a
+/// plain file name inside the folder, never a path.
+fn split_source<'a>(source: &'a str, files: &[FileStamp]) -> Option<(&'a str, Option<usize>)> {
+    let known = |name: &str| files.iter().any(|f| f.name == name);
+    if known(source) {
+        return Some((source, None));
+    }
+    let (name, entry) = source.rsplit_once('#')?;
+    let entry = entry.parse::<usize>().ok().filter(|_| entry.bytes().all(|b| b.is_ascii_digit()))?;
+    known(name).then_some((name, Some(entry)))
 }
 
-/// The saved analysis of a run folder, if there is one and it is not stale (same analysis and parrot versions,
-/// same transcripts with the same sizes and modification times).
-#[must_use]
-pub fn load_saved(dir: &Path) -> Option<DirAnalysis> {
-    let text = std::fs::read(dir.join(SAVED_NAME)).ok()?;
-    let saved: DirAnalysis = serde_json::from_slice(&text).ok()?;
-    if saved.version != ANALYSIS_VERSION || saved.parrot_version != env!("CARGO_PKG_VERSION") {
-        return None;
+/// Writes `analysis` to `dir/analysis.json` with [`crate::durable::write_atomic`], so that a reader (or a crash)
+/// never sees half of it. The sources are saved as names inside `dir`, so that the folder can be moved and the
+/// analysis still names its transcripts.
+///
+/// # Errors
+/// When an `analysis.json` that parrot did not write is already there (it is left as it is), or the file cannot
+/// be written.
+pub fn save(dir: &Path, analysis: &DirAnalysis) -> Result<()> {
+    let path = dir.join(SAVED_NAME);
+    if path.exists() && !written_by_parrot(&path) {
+        bail!(
+            "'{}' was not written by parrot, so it is left as it is and the analysis was not saved (rename that file \
+             to let parrot save its own)",
+            path.display()
+        );
     }
-    let (files, _) = list_dir(dir).ok()?;
-    let mut now: Vec<FileStamp> = files.iter().map(|f| stamp(f)).collect::<Option<Vec<_>>>()?;
+    let mut analysis = analysis.clone();
+    for c in &mut analysis.conversations {
+        if let Ok(rel) = Path::new(&c.source).strip_prefix(dir) {
+            c.source = rel.display().to_string();
+        }
+    }
+    let saved = Saved { written_by: WRITTEN_BY.to_string(), analysis };
+    let bytes = serde_json::to_vec(&saved).context("could not serialize the analysis")?;
+    crate::durable::write_atomic(&path, &bytes).context("could not save the analysis")
+}
+
+/// `analysis.json` as saved: the analysis and the mark that parrot wrote it.
+#[derive(Serialize, Deserialize)]
+struct Saved<A> {
+    /// Always [`WRITTEN_BY`] (`"parrot"`): marks the file as parrot's, so that a second save may replace it, and
+    /// no file of the same name that parrot did not write is ever overwritten or trusted.
+    #[serde(default)]
+    written_by: String,
+    #[serde(flatten)]
+    analysis: A,
+}
+
+/// The most bytes of an `analysis.json` read back; a larger one is not parrot's (a saved analysis holds numbers,
+/// not text) and is analyzed again rather than read.
+pub const MAX_SAVED_BYTES: u64 = 256 << 20;
+
+/// Whether the file at `path` is an analysis parrot wrote: it carries `"written_by": "parrot"`. (Reads only the
+/// field, with the size bound of [`MAX_SAVED_BYTES`].)
+fn written_by_parrot(path: &Path) -> bool {
+    read_bounded(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Saved<serde::de::IgnoredAny>>(&b).ok())
+        .is_some_and(|m| m.written_by == WRITTEN_BY)
+}
+
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.take(MAX_SAVED_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_SAVED_BYTES {
+        return Err(std::io::Error::other("too large"));
+    }
+    Ok(bytes)
+}
+
+/// The saved analysis of a run folder when it is valid for an analysis with `forced` now: written by parrot, by
+/// the same analysis and parrot versions, with the same forced format, over the same transcripts with the same
+/// sizes and modification times. Its sources are turned back into paths inside `dir`.
+///
+/// # Errors
+/// A one-line reason when the saved analysis names a source outside the folder or that is not one of its
+/// transcripts (a crafted or damaged file); it is then not used. A missing, foreign or stale one is `Ok(None)`.
+pub fn load_saved(dir: &Path, forced: Option<Format>) -> Result<Option<DirAnalysis>, String> {
+    let Ok(text) = read_bounded(&dir.join(SAVED_NAME)) else { return Ok(None) };
+    let Ok(Saved { written_by, analysis: mut saved }) = serde_json::from_slice::<Saved<DirAnalysis>>(&text) else {
+        return Ok(None);
+    };
+    if written_by != WRITTEN_BY
+        || saved.version != ANALYSIS_VERSION
+        || saved.parrot_version != env!("CARGO_PKG_VERSION")
+        || saved.forced_format != forced
+    {
+        return Ok(None);
+    }
+    let Ok((files, _)) = list_dir(dir) else { return Ok(None) };
+    let Some(mut now) = files.iter().map(|f| stamp(f)).collect::<Option<Vec<_>>>() else { return Ok(None) };
     let mut then = saved.files.clone();
     now.sort_by(|a, b| a.name.cmp(&b.name));
     then.sort_by(|a, b| a.name.cmp(&b.name));
-    (now == then).then_some(saved)
+    if now != then {
+        return Ok(None);
+    }
+    for c in &mut saved.conversations {
+        if split_source(&c.source, &saved.files).is_none() {
+            return Err(format!(
+                "the source '{}' is not a transcript of this folder, so the saved analysis is not used",
+                formats::shorten(&c.source, 120).escape_debug()
+            ));
+        }
+        c.source = dir.join(&c.source).display().to_string();
+    }
+    Ok(Some(saved))
 }
 
 #[cfg(test)]
@@ -621,21 +746,22 @@ mod tests {
     fn saved_analysis_goes_stale_when_a_file_changes() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.json"), CHAT).unwrap();
-        assert!(load_saved(dir.path()).is_none());
+        std::fs::write(dir.path().join("run.json"), "{}").unwrap();
+        assert_eq!(load_saved(dir.path(), None), Ok(None));
         let opts = AnalyzeOptions { reuse_saved: true, save: true, ..AnalyzeOptions::default() };
         let (out, warnings) = analyze_paths_with(&[dir.path().to_path_buf()], &opts);
         assert!(warnings.is_empty());
-        let saved = load_saved(dir.path()).expect("fresh");
+        let saved = load_saved(dir.path(), None).unwrap().expect("fresh");
         assert_eq!(saved.conversations, out[0].conversations);
         // A new transcript makes it stale.
         std::fs::write(dir.path().join("b.json"), CHAT).unwrap();
-        assert!(load_saved(dir.path()).is_none());
+        assert_eq!(load_saved(dir.path(), None), Ok(None));
         let (out, _) = analyze_paths_with(&[dir.path().to_path_buf()], &opts);
         assert_eq!(out[0].conversations.len(), 2);
-        assert!(load_saved(dir.path()).is_some());
+        assert!(load_saved(dir.path(), None).unwrap().is_some());
         // So does a changed size.
         std::fs::write(dir.path().join("b.json"), format!("{CHAT}\n")).unwrap();
-        assert!(load_saved(dir.path()).is_none());
+        assert_eq!(load_saved(dir.path(), None), Ok(None));
     }
 
     #[test]
@@ -659,14 +785,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.json"), CHAT).unwrap();
         std::fs::write(dir.path().join("b.log"), LOG).unwrap();
-        let opts = AnalyzeOptions {
-            reuse_saved: true,
-            any_saved_format: true,
-            save: true,
-            keep_text: true,
-            forced: None,
-            ..AnalyzeOptions::default()
-        };
+        std::fs::write(dir.path().join("run.json"), "{}").unwrap();
+        let opts = AnalyzeOptions { reuse_saved: true, save: true, keep_text: true, ..AnalyzeOptions::default() };
         let groups = groups_each(&[dir.path().to_path_buf()]);
         let (fresh, warnings) = analyze_groups(&groups, &opts);
         assert!(warnings.is_empty(), "{warnings:?}");
@@ -675,7 +795,7 @@ mod tests {
         let origin = &fresh[0].analysis.conversations[1].origin;
         assert_eq!((origin.assistant_model.as_deref(), origin.backend.as_deref()), (Some("a.gguf"), None));
         // The second pass reuses the saved analysis, origins included, and reads the transcripts for their text.
-        let saved = load_saved(dir.path()).expect("saved and fresh");
+        let saved = load_saved(dir.path(), None).unwrap().expect("saved and fresh");
         assert_eq!(saved.conversations, fresh[0].analysis.conversations);
         let (reused, _) = analyze_groups(&groups, &opts);
         assert_eq!(reused[0].analysis, saved);
@@ -699,5 +819,119 @@ mod tests {
         assert_eq!(each[2].label, missing.display().to_string());
         assert_eq!(each[2].errors[0].error, "no such file or folder");
         assert!(each.iter().all(|g| !g.whole_folder));
+    }
+}
+
+/// The saving policy and the validity of a saved analysis (issue #15).
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+
+    const CHAT: &str = r#"[{"role":"user","content":"hi"},{"role":"assistant","content":"hello there"}]"#;
+    const SHARE: &str = r#"[{"conversations":[{"from":"human","value":"hi"},{"from":"gpt","value":"one"}]},
+        {"conversations":[{"from":"human","value":"bye"},{"from":"gpt","value":"two"}]}]"#;
+
+    fn pass(dir: &Path, options: &AnalyzeOptions) -> (Vec<Analyzed>, Vec<String>) {
+        analyze_groups(&groups_each(&[dir.to_path_buf()]), options)
+    }
+
+    fn saving() -> AnalyzeOptions {
+        AnalyzeOptions { reuse_saved: true, save: true, keep_text: true, ..AnalyzeOptions::default() }
+    }
+
+    #[test]
+    fn issue_15_saved_only_into_run_folders_unless_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.json"), CHAT).unwrap();
+        let (_, warnings) = pass(dir.path(), &saving());
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(!dir.path().join(SAVED_NAME).exists(), "a dataset folder is not written into by default");
+        let (_, warnings) = pass(dir.path(), &AnalyzeOptions { save_anywhere: true, ..saving() });
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let saved: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join(SAVED_NAME)).unwrap()).unwrap();
+        assert_eq!(saved["written_by"], "parrot");
+        assert_eq!(saved["conversations"][0]["source"], "a.json", "sources are saved inside the folder");
+        // A run folder gets one by default.
+        let run = tempfile::tempdir().unwrap();
+        std::fs::write(run.path().join("a.json"), CHAT).unwrap();
+        std::fs::write(run.path().join("sweep.json"), "{}").unwrap();
+        pass(run.path(), &saving());
+        assert!(run.path().join(SAVED_NAME).exists());
+    }
+
+    #[test]
+    fn issue_15_never_over_a_file_parrot_did_not_write() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.json"), CHAT).unwrap();
+        std::fs::write(dir.path().join("run.json"), "{}").unwrap();
+        let foreign = br#"{"labels": [1, 2, 3]}"#;
+        std::fs::write(dir.path().join(SAVED_NAME), foreign).unwrap();
+        let (out, warnings) = pass(dir.path(), &AnalyzeOptions { save_anywhere: true, ..saving() });
+        assert_eq!(out[0].analysis.conversations.len(), 1);
+        assert_eq!(std::fs::read(dir.path().join(SAVED_NAME)).unwrap(), foreign, "left as it is");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("was not written by parrot"), "{warnings:?}");
+        // Nor over a full analysis whose mark says it is not parrot's.
+        let mut other = serde_json::to_value(&out[0].analysis).unwrap();
+        other["written_by"] = "someone".into();
+        std::fs::write(dir.path().join(SAVED_NAME), serde_json::to_vec(&other).unwrap()).unwrap();
+        assert_eq!(load_saved(dir.path(), None), Ok(None), "not trusted either");
+        assert!(save(dir.path(), &out[0].analysis).is_err());
+    }
+
+    #[test]
+    fn issue_15_a_saved_analysis_is_invalid_once_the_format_differs() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.json"), CHAT).unwrap();
+        std::fs::write(dir.path().join("run.json"), "{}").unwrap();
+        // A mistaken --format: every file fails.
+        let wrong = AnalyzeOptions { forced: Some(Format::Sharegpt), ..saving() };
+        let (out, _) = pass(dir.path(), &wrong);
+        assert_eq!(out[0].analysis.conversations.len(), 0);
+        assert!(load_saved(dir.path(), Some(Format::Sharegpt)).unwrap().is_some());
+        // Without it (the report forces none), the folder is analyzed again.
+        assert_eq!(load_saved(dir.path(), None), Ok(None));
+        let (out, _) = pass(dir.path(), &saving());
+        assert_eq!(out[0].analysis.conversations.len(), 1);
+        assert_eq!(out[0].texts.len(), 1);
+    }
+
+    #[test]
+    fn issue_15_saved_sources_stay_inside_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.json"), CHAT).unwrap();
+        std::fs::write(dir.path().join("run.json"), "{}").unwrap();
+        pass(dir.path(), &saving());
+        let path = dir.path().join(SAVED_NAME);
+        let good: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let secret = dir.path().parent().unwrap().join("secret.json");
+        for crafted in ["../../etc/passwd", "/etc/passwd", "a.json/../../x.json", &secret.display().to_string()] {
+            let mut v = good.clone();
+            v["conversations"][0]["source"] = crafted.into();
+            std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+            let refused = load_saved(dir.path(), None).expect_err(crafted);
+            assert!(refused.contains("is not a transcript of this folder"), "{refused}");
+            assert!(!refused.contains('\n'));
+            let (out, warnings) = pass(dir.path(), &AnalyzeOptions { save: false, ..saving() });
+            assert!(warnings.iter().any(|w| w.contains("analysis.json") && w.contains("analyzing the folder again")));
+            assert_eq!(out[0].analysis.conversations[0].source, dir.path().join("a.json").display().to_string());
+        }
+    }
+
+    #[test]
+    fn issue_15_sharegpt_entries_of_a_saved_analysis_resolve_from_anywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("share.json"), SHARE).unwrap();
+        std::fs::write(dir.path().join("run.json"), "{}").unwrap();
+        let (fresh, _) = pass(dir.path(), &saving());
+        let saved = load_saved(dir.path(), None).unwrap().expect("saved");
+        let share = dir.path().join("share.json").display().to_string();
+        assert_eq!(saved.conversations[1].source, format!("{share}#1"), "resolved inside the folder");
+        let (reused, _) = pass(dir.path(), &saving());
+        assert_eq!(reused[0].analysis, saved);
+        assert_eq!(reused[0].texts, fresh[0].texts);
+        let text = |i: usize| reused[0].texts[i].as_ref().map(|c| c.messages[1].text.clone());
+        assert_eq!((text(0).as_deref(), text(1).as_deref()), (Some("one"), Some("two")));
     }
 }

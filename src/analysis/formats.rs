@@ -12,8 +12,11 @@
 //!   array of such objects or as JSONL with one per line: [`read_path_all`] returns one conversation per entry
 //!   (named `file#index`), while [`read_path`] accepts only files that hold exactly one.
 //!
-//! Everything is read into memory one file at a time, so memory is bounded by the largest file, which is capped at
-//! [`MAX_FILE_BYTES`] with a clear message.
+//! A parrot transcript is read line by line, each line capped at [`transcript::MAX_LINE_BYTES`], so memory is in
+//! proportion to the conversation. The other formats are read into memory one file at a time, capped at
+//! [`MAX_FILE_BYTES`] with a clear message, and the lines of the line-based ones (`.log`, JSONL) are capped like a
+//! transcript's: a 1 GiB line is refused after its first 64 MiB, never read whole. Only a JSON document (chat
+//! JSON, a ShareGPT array) may be one long line: it is a document, not a line.
 
 use std::io::Read;
 use std::path::Path;
@@ -104,13 +107,88 @@ pub fn parse_reader<R: Read>(reader: R, name: &str, forced: Option<Format>) -> R
 /// # Errors
 /// As [`read_path_all`].
 pub fn parse_reader_all<R: Read>(reader: R, name: &str, forced: Option<Format>) -> Result<Vec<Conversation>> {
+    let mut reader = std::io::BufReader::new(reader.take(MAX_FILE_BYTES + 1));
+    let too_long = |line: usize| {
+        anyhow!(
+            "line {line} is longer than {} MiB, the most parrot reads of one line",
+            transcript::MAX_LINE_BYTES >> 20
+        )
+    };
+    // The first line, capped: a parrot header means the rest is read line by line as it streams.
     let mut bytes = Vec::new();
-    reader.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).context("could not read the file")?;
+    let first = transcript::read_capped_line(&mut reader, &mut bytes, transcript::MAX_LINE_BYTES);
+    match first {
+        Err(transcript::LineError::TooLong) if !starts_like_json(&bytes) => return Err(too_long(1)),
+        Err(transcript::LineError::Io(e)) => return Err(e).context("could not read the file"),
+        _ => {}
+    }
+    if first.is_ok() && matches!(forced, None | Some(Format::Parrot)) && is_parrot_header(&bytes) {
+        if bytes.starts_with(b"\xef\xbb\xbf") {
+            bytes.drain(..3);
+        }
+        let t = transcript::read_transcript(std::io::Cursor::new(bytes).chain(reader), name)
+            .map_err(|e| anyhow!("{}", strip_name(&e.to_string(), name)))?;
+        return Ok(vec![conversation_of_transcript(&t, name)]);
+    }
+    if first.is_ok() && is_line_based(&bytes) {
+        // Lines (a `.log`, JSONL): every one capped as it is read.
+        let mut line = 1;
+        loop {
+            line += 1;
+            match transcript::read_capped_line(&mut reader, &mut bytes, transcript::MAX_LINE_BYTES) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(transcript::LineError::TooLong) => return Err(too_long(line)),
+                Err(e) => return Err(anyhow!("{e}")).context("could not read the file"),
+            }
+        }
+    } else {
+        // A JSON document, which may be one long line.
+        reader.read_to_end(&mut bytes).context("could not read the file")?;
+    }
     if bytes.len() as u64 > MAX_FILE_BYTES {
         bail!("the file is larger than the {MAX_FILE_BYTES} bytes parrot analyzes in one piece");
     }
     let text = decode(&bytes)?;
     parse_str_all(text, name, forced)
+}
+
+/// Whether a first line is a parrot transcript header (a byte-order mark allowed).
+fn is_parrot_header(line: &[u8]) -> bool {
+    let line = line.strip_prefix(b"\xef\xbb\xbf").unwrap_or(line);
+    std::str::from_utf8(line).ok().and_then(|l| serde_json::from_str::<Value>(l).ok()).is_some_and(|v| {
+        v.get("type").and_then(Value::as_str) == Some("header")
+            && v.get("format").and_then(Value::as_str) == Some(transcript::FORMAT_NAME)
+    })
+}
+
+/// Whether text begins (after a byte-order mark and white space) like a JSON document.
+fn starts_like_json(bytes: &[u8]) -> bool {
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    matches!(bytes.iter().find(|b| !b.is_ascii_whitespace()), Some(b'[' | b'{'))
+}
+
+/// Whether a file whose first line is `first` is read line by line: anything but a JSON document, which begins
+/// with `[` or `{` and whose first line is not a whole JSON value (JSONL lines are).
+fn is_line_based(first: &[u8]) -> bool {
+    !starts_like_json(first) || serde_json::from_slice::<serde::de::IgnoredAny>(first.trim_ascii()).is_ok()
+}
+
+/// The transcript reader's message without its leading `NAME: ` (the caller names the file).
+fn strip_name<'a>(message: &'a str, name: &str) -> &'a str {
+    message.strip_prefix(name).and_then(|m| m.strip_prefix(": ")).unwrap_or(message)
+}
+
+/// The first line of `text` longer than [`transcript::MAX_LINE_BYTES`], as an error naming it.
+fn check_lines(text: &str) -> Result<()> {
+    match text.split('\n').position(|l| l.len() > transcript::MAX_LINE_BYTES) {
+        Some(i) => bail!(
+            "line {} is longer than {} MiB, the most parrot reads of one line",
+            i + 1,
+            transcript::MAX_LINE_BYTES >> 20
+        ),
+        None => Ok(()),
+    }
 }
 
 /// Checks UTF-8 and drops a byte-order mark, naming the line of the first bad byte.
@@ -155,6 +233,11 @@ pub fn parse_str_all(text: &str, name: &str, forced: Option<Format>) -> Result<V
             )
         })?,
     };
+    if matches!(format, Format::LegacyLog | Format::ChatJsonl)
+        || format == Format::Sharegpt && !starts_like_json(text.as_bytes())
+    {
+        check_lines(text)?;
+    }
     match format {
         Format::Parrot => parse_parrot(text, name).map(|c| vec![c]),
         Format::LegacyLog => parse_legacy_log(text, name).map(|c| vec![c]),
@@ -252,6 +335,11 @@ fn config_str(config: &Value, key: &str) -> Option<String> {
 /// When the header or a line before the last is not a valid record.
 pub fn parse_parrot(text: &str, name: &str) -> Result<Conversation> {
     let t = transcript::read_transcript(text.as_bytes(), name)?;
+    Ok(conversation_of_transcript(&t, name))
+}
+
+/// The conversation of a transcript read back.
+fn conversation_of_transcript(t: &transcript::Transcript, name: &str) -> Conversation {
     let mut conv = empty_conversation(name, Format::Parrot);
     let config = t.header.config.clone();
     let generated_prefix = |s: Speaker| {
@@ -288,7 +376,7 @@ pub fn parse_parrot(text: &str, name: &str) -> Result<Conversation> {
     }
     conv.complete =
         t.torn_tail.is_none() && t.summary.as_ref().is_some_and(|s| s.stop_reason != EndReason::Interrupted);
-    Ok(conv)
+    conv
 }
 
 /// Parses the original tool's `.log`.
@@ -824,5 +912,43 @@ Assistant Model: a.gguf\nUser Model: u.gguf\n\n=== system @ 0 ===\nS\n=== assist
         }
         assert_eq!("log".parse::<Format>().unwrap(), Format::LegacyLog);
         assert!("xml".parse::<Format>().is_err());
+    }
+
+    /// Bytes `b` for ever (well, `n` of them), counting how many were read.
+    struct Endless {
+        left: u64,
+        read: std::rc::Rc<std::cell::Cell<u64>>,
+    }
+    impl Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+            buf[..n].fill(b'a');
+            self.left -= n as u64;
+            self.read.set(self.read.get() + n as u64);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn issue_15_a_1_gib_line_is_refused_without_being_read_whole() {
+        let bound = transcript::MAX_LINE_BYTES as u64 + (1 << 20);
+        for (head, line) in
+            [(&b""[..], 1), (&b"{\"role\":\"user\",\"content\":\"hi\"}\n"[..], 2), (&b"--- DONE ---\n"[..], 2)]
+        {
+            let read = std::rc::Rc::new(std::cell::Cell::new(0));
+            let endless = Endless { left: 1 << 30, read: read.clone() };
+            let err = parse_reader_all(head.chain(endless), "x", None).unwrap_err().to_string();
+            assert_eq!(err, format!("line {line} is longer than 64 MiB, the most parrot reads of one line"));
+            assert!(read.get() < bound, "read {} bytes", read.get());
+        }
+        // A parrot transcript streams: its header, then a turn line that never ends.
+        let mut head = serde_json::to_vec(&Record::Header(Box::new(header()))).unwrap();
+        head.push(b'\n');
+        let read = std::rc::Rc::new(std::cell::Cell::new(0));
+        let err = parse_reader_all((&head[..]).chain(Endless { left: 1 << 30, read: read.clone() }), "t.jsonl", None)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "line 2 is longer than 64 MiB, the most parrot reads of one line");
+        assert!(read.get() < bound, "read {} bytes", read.get());
     }
 }

@@ -9,7 +9,8 @@
 //! * compression ratio: bytes of the speaker's text (turns joined by newlines) / bytes after DEFLATE (flate2,
 //!   default level); higher is more repetitive.
 //! * longest repeated substring: characters of the longest substring occurring at least twice in that text, from
-//!   a suffix automaton (linear time).
+//!   a suffix automaton (linear time), over windows of `text::SAM_WINDOW` characters when the text is longer (then
+//!   a lower bound, and `longest_repeated_window` says so).
 //!
 //! Tokens are whitespace-separated words, with each character of CJK and other unspaced scripts its own token
 //! ([`super::text::tokens`]). N-grams are compared by 64-bit hashes (a collision would merge two n-grams, with
@@ -18,7 +19,7 @@
 use std::collections::HashSet;
 use std::io::Write;
 
-use super::text::{code_points, mix, tokens, SuffixAutomaton};
+use super::text::{code_points, longest_repeats, mix, tokens, SAM_WINDOW};
 use super::Metrics;
 
 /// The window of rep-w.
@@ -67,8 +68,9 @@ pub fn speaker_metrics(turns: &[&str]) -> Metrics {
     }
     let text = turns.join("\n");
     m.compression_ratio = compression_ratio(text.as_bytes());
-    m.longest_repeated_substring =
-        SuffixAutomaton::new(&code_points(&text)).longest_repeated(2).map_or(0, |(_, len)| len);
+    let (found, windowed) = longest_repeats(&code_points(&text), &[2]);
+    m.longest_repeated_substring = found[0].map_or(0, |(_, len)| len);
+    m.longest_repeated_window = windowed.then_some(SAM_WINDOW);
     m
 }
 

@@ -171,6 +171,11 @@ pub struct Metrics {
     pub compression_ratio: f64,
     /// Length in characters of the longest substring occurring at least twice.
     pub longest_repeated_substring: usize,
+    /// Set (to the window, in characters) when the speaker's text was longer than one window and
+    /// `longest_repeated_substring` was searched within windows of that many characters: then it counts only
+    /// repeats whose copies lie within half a window of each other (a lower bound). Absent when searched whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longest_repeated_window: Option<usize>,
 }
 
 /// Everything computed for one conversation.

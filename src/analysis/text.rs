@@ -275,12 +275,54 @@ pub fn code_points(s: &str) -> Vec<u32> {
     s.chars().map(u32::from).collect()
 }
 
-/// The longest substring of `s` occurring at least `min_count` times (occurrences may overlap), as text.
+/// Most code points one suffix automaton is built over. An automaton takes about 120 bytes per code point (two
+/// states of five `u32`s, three hashed transitions and their lists), so this caps one at about 60 MB, whatever
+/// the input (the 1 GiB file cap alone would allow about 100 GB).
+pub const SAM_WINDOW: usize = 1 << 19;
+
+/// The longest repeats of `text` for each of `min_counts` (as [`SuffixAutomaton::longest_repeated`]: start and
+/// length in code points), with memory bounded by [`SAM_WINDOW`].
+///
+/// A text of up to [`SAM_WINDOW`] code points is searched whole. A longer one is searched in windows of that
+/// length, each starting half a window after the previous one, and the longest repeat of any window is kept: a
+/// repeat is then found when its occurrences lie within half a window of each other (loops repeat nearby), and
+/// the count is of occurrences inside one window. The second value is true when windows were used, so that the
+/// output can say the figure is a lower bound.
+#[must_use]
+pub fn longest_repeats(text: &[u32], min_counts: &[u32]) -> (Vec<Option<(usize, usize)>>, bool) {
+    longest_repeats_in(text, min_counts, SAM_WINDOW)
+}
+
+/// [`longest_repeats`] with windows of `window` code points.
+fn longest_repeats_in(text: &[u32], min_counts: &[u32], window: usize) -> (Vec<Option<(usize, usize)>>, bool) {
+    let window = window.max(2);
+    let mut best: Vec<Option<(usize, usize)>> = vec![None; min_counts.len()];
+    let step = window / 2;
+    let mut start = 0;
+    loop {
+        let end = (start + window).min(text.len());
+        let sam = SuffixAutomaton::new(&text[start..end]);
+        for (b, &min) in best.iter_mut().zip(min_counts) {
+            if let Some((s, l)) = sam.longest_repeated(min) {
+                if b.is_none_or(|(_, bl)| l > bl) {
+                    *b = Some((start + s, l));
+                }
+            }
+        }
+        if end == text.len() {
+            break;
+        }
+        start += step;
+    }
+    (best, text.len() > window)
+}
+
+/// The longest substring of `s` occurring at least `min_count` times (occurrences may overlap), as text; searched
+/// as [`longest_repeats`] does (in windows beyond [`SAM_WINDOW`] code points).
 #[must_use]
 pub fn longest_repeated_substring(s: &str, min_count: u32) -> Option<String> {
     let cps = code_points(s);
-    let sam = SuffixAutomaton::new(&cps);
-    sam.longest_repeated(min_count)
+    longest_repeats(&cps, &[min_count]).0[0]
         .map(|(start, len)| cps[start..start + len].iter().filter_map(|&c| char::from_u32(c)).collect())
 }
 
@@ -360,6 +402,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn issue_15_a_long_text_is_searched_in_bounded_windows() {
+        // A repeat inside the first window, and a longer one whose copies sit a quarter window apart near the end
+        // of a text of 2.5 windows: both are found, and the result says windows were used. (A window of 8,192
+        // code points keeps the test quick; the real one is SAM_WINDOW.)
+        const W: usize = 8192;
+        let mut seed = 11u64;
+        let mut text: Vec<u32> = (0..W * 5 / 2)
+            .map(|_| {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                (seed >> 33) as u32 % 1_000_000 + 100
+            })
+            .collect();
+        let short: Vec<u32> = (1..=30).collect();
+        text[10..40].copy_from_slice(&short);
+        text[1000..1030].copy_from_slice(&short);
+        let long: Vec<u32> = (1..=50).map(|c| c + 50).collect();
+        let at = text.len() - W / 4 - 100;
+        text[at..at + 50].copy_from_slice(&long);
+        text[at + W / 4..at + W / 4 + 50].copy_from_slice(&long);
+        let (found, windowed) = longest_repeats_in(&text, &[2], W);
+        assert!(windowed);
+        assert_eq!(found[0], Some((at, 50)));
+        let (small, windowed) = longest_repeats_in(&text[..2000], &[2, 3], W);
+        assert!(!windowed);
+        assert_eq!(small, vec![Some((10, 30)), None]);
     }
 
     #[test]

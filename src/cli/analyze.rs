@@ -25,9 +25,14 @@ pub struct AnalyzeArgs {
     /// sharegpt.
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<Format>,
-    /// Do not save `analysis.json` beside the folders analyzed.
+    /// Do not save `analysis.json` beside the run folders analyzed.
     #[arg(long)]
     pub no_save: bool,
+    /// Save `analysis.json` beside every folder analyzed, also one that parrot did not generate (without it, only
+    /// folders holding run.json or sweep.json get one). A file of that name that parrot did not write is never
+    /// replaced.
+    #[arg(long, conflicts_with = "no_save")]
+    pub save: bool,
     /// The folder the others are tested against (Fisher's exact and log-rank, Holm-adjusted): one of the PATHs
     /// as given. Default: the first.
     #[arg(long, value_name = "PATH")]

@@ -43,6 +43,7 @@ pub fn run(global: &GlobalArgs, args: AnalyzeArgs) -> Result<ExitCode> {
         reuse_saved: !args.recompute,
         save: !args.no_save,
         embedder: args.embed.as_deref().map(|m| open_embedder(global, m)).transpose()?,
+        save_anywhere: args.save,
         ..AnalyzeOptions::default()
     };
     if let Some(b) = &args.baseline {

@@ -15,19 +15,13 @@ use crate::analysis::dir::{analyze_groups, groups_each, AnalyzeOptions};
 use crate::durable::write_atomic;
 
 /// Reads the run sets: one per folder (or sub-folder) holding transcripts, and one per other argument (a lone
-/// file, a missing path), in the order given. A folder whose saved analysis is fresh reuses it (whatever format
-/// it was read in) and its transcripts are read for their text only; the others are analyzed, and saved beside
-/// their folder when `save`. Returns the run sets and the warnings (saves that failed).
+/// file, a missing path), in the order given. A folder whose saved analysis is fresh and was made with no forced
+/// format reuses it, and its transcripts (named in `analysis.json` relative to its folder, and only inside it) are
+/// read for their text only; the others are analyzed, and saved beside their folder when `save` and parrot
+/// generated the folder (see `analysis::dir`). Returns the run sets and the warnings (saves that failed).
 #[must_use]
 pub fn read_run_sets(paths: &[PathBuf], save: bool) -> (Vec<RunSet>, Vec<String>) {
-    let options = AnalyzeOptions {
-        reuse_saved: true,
-        any_saved_format: true,
-        save,
-        keep_text: true,
-        forced: None,
-        ..AnalyzeOptions::default()
-    };
+    let options = AnalyzeOptions { reuse_saved: true, save, keep_text: true, ..AnalyzeOptions::default() };
     let (analyzed, warnings) = analyze_groups(&groups_each(paths), &options);
     (analyzed.into_iter().map(RunSet::from_analyzed).collect(), warnings)
 }

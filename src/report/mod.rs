@@ -509,7 +509,7 @@ pub fn conversation_figures(item: &Item) -> (Figure, Option<Figure>) {
     let timeline = Figure::Timeline { assistant, user, marks, messages: a.message_lengths.len() };
     let heatmap = item.conversation.as_ref().map(|c| {
         let texts: Vec<&str> = c.messages.iter().map(|m| m.text.as_str()).collect();
-        let (cells, bin) = text::downsample(&text::similarity_matrix(&texts), HEATMAP_CELLS);
+        let (cells, bin) = text::similarity_heatmap(&texts, HEATMAP_CELLS);
         Figure::Heatmap { cells, bin, messages: texts.len() }
     });
     (timeline, heatmap)

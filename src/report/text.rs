@@ -159,35 +159,52 @@ fn jaccard(a: &[u32; SKETCH], b: &[u32; SKETCH]) -> f32 {
     }
 }
 
-/// Pairwise similarity of all messages (character-shingle Jaccard), as a square matrix with 1 on the diagonal.
+/// Most messages compared pairwise for a heatmap (about 33 million pairs, a second or so): a longer conversation
+/// is compared over this many messages spread evenly across it, plus every message with the two before it.
+pub const HEATMAP_EXACT_MESSAGES: usize = 8192;
+
+/// The similarity heatmap of a conversation computed directly at display resolution: at most `max` × `max`
+/// cells, each the highest character-shingle Jaccard similarity (1 on the diagonal) of the message pairs of the
+/// block it covers, so a single repeated pair is never averaged away. Memory is one small sketch per message plus
+/// the cells, never the n × n matrix (20,000 messages would need 1.6 GB).
+///
+/// Up to [`HEATMAP_EXACT_MESSAGES`] messages every pair is compared. Beyond, the pairs are those of that many
+/// messages spread evenly over the conversation, and each message with its two predecessors (where a loop shows
+/// first), so the time stays bounded; a cell then shows the highest similarity among the pairs compared.
+/// Returns the cells and how many messages one cell spans.
 #[must_use]
-pub fn similarity_matrix(texts: &[&str]) -> Vec<Vec<f32>> {
-    let sketches: Vec<[u32; SKETCH]> = texts.iter().map(|t| sketch(t)).collect();
-    let n = sketches.len();
-    let mut m = vec![vec![0.0; n]; n];
-    for i in 0..n {
-        m[i][i] = 1.0;
-        for j in 0..i {
-            let s = jaccard(&sketches[i], &sketches[j]);
-            m[i][j] = s;
-            m[j][i] = s;
-        }
-    }
-    m
+pub fn similarity_heatmap(texts: &[&str], max: usize) -> (Vec<Vec<f32>>, usize) {
+    heatmap_comparing(texts, max, HEATMAP_EXACT_MESSAGES)
 }
 
-/// Shrinks a square matrix to at most `max` × `max` cells, each the maximum of the block it covers (so that a
-/// single repeated pair is never averaged away). Returns the matrix and how many messages one cell spans.
-#[must_use]
-pub fn downsample(m: &[Vec<f32>], max: usize) -> (Vec<Vec<f32>>, usize) {
-    let n = m.len();
+/// [`similarity_heatmap`] comparing every pair of at most `exact` messages.
+fn heatmap_comparing(texts: &[&str], max: usize, exact: usize) -> (Vec<Vec<f32>>, usize) {
+    let n = texts.len();
     let bin = n.div_ceil(max.max(1)).max(1);
     let cells = n.div_ceil(bin);
     let mut out = vec![vec![0.0f32; cells]; cells];
-    for (i, row) in m.iter().enumerate() {
-        for (j, &v) in row.iter().enumerate() {
-            let cell = &mut out[i / bin][j / bin];
-            *cell = cell.max(v);
+    if n == 0 {
+        return (out, bin);
+    }
+    let sketches: Vec<[u32; SKETCH]> = texts.iter().map(|t| sketch(t)).collect();
+    let mut put = |i: usize, j: usize, v: f32| {
+        let (a, b) = (i / bin, j / bin);
+        out[a][b] = out[a][b].max(v);
+        out[b][a] = out[b][a].max(v);
+    };
+    let stride = n.div_ceil(exact.max(1)).max(1);
+    let sample: Vec<usize> = (0..n).step_by(stride).collect();
+    for (k, &i) in sample.iter().enumerate() {
+        for &j in &sample[..k] {
+            put(i, j, jaccard(&sketches[i], &sketches[j]));
+        }
+    }
+    for i in 0..n {
+        put(i, i, 1.0);
+        if stride > 1 {
+            for j in i.saturating_sub(2)..i {
+                put(i, j, jaccard(&sketches[i], &sketches[j]));
+            }
         }
     }
     (out, bin)
@@ -233,7 +250,11 @@ mod tests {
 
     #[test]
     fn similarity_sees_loops_and_differences() {
-        let m = similarity_matrix(&["the cat sat on the mat", "a dog ran in the park today", "the cat sat on the mat"]);
+        let (m, bin) = similarity_heatmap(
+            &["the cat sat on the mat", "a dog ran in the park today", "the cat sat on the mat"],
+            40,
+        );
+        assert_eq!((m.len(), bin), (3, 1));
         assert!((m[0][2] - 1.0).abs() < 1e-6);
         assert!(m[0][1] < 0.2, "{}", m[0][1]);
         assert!((m[1][1] - 1.0).abs() < 1e-6);
@@ -243,20 +264,36 @@ mod tests {
     #[test]
     fn long_texts_use_the_sketch() {
         let long: String = (0..500).map(|i| format!("word{i} ")).collect();
-        let m = similarity_matrix(&[&long, &long, "unrelated text entirely"]);
+        let (m, _) = similarity_heatmap(&[&long, &long, "unrelated text entirely"], 40);
         assert!((m[0][1] - 1.0).abs() < 1e-6);
         assert!(m[0][2] < 0.05);
     }
 
     #[test]
-    fn downsample_keeps_maxima() {
-        let mut m = vec![vec![0.0; 10]; 10];
-        m[9][0] = 0.8;
-        let (d, bin) = downsample(&m, 4);
-        assert_eq!(bin, 3);
-        assert_eq!(d.len(), 4);
-        assert!((d[3][0] - 0.8).abs() < 1e-6);
-        let (same, one) = downsample(&m, 64);
+    fn the_heatmap_is_computed_at_display_resolution_and_keeps_maxima() {
+        let texts: Vec<String> = (0..10).map(|i| format!("message number {i} about topic {}", i * 7919)).collect();
+        let mut refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        refs[9] = refs[0];
+        let (d, bin) = similarity_heatmap(&refs, 4);
+        assert_eq!((d.len(), d[0].len(), bin), (4, 4, 3));
+        assert!((d[3][0] - 1.0).abs() < 1e-6 && (d[0][3] - 1.0).abs() < 1e-6, "{d:?}");
+        assert!(d[2][1] < 0.9);
+        let (same, one) = similarity_heatmap(&refs, 64);
         assert_eq!((same.len(), one), (10, 1));
+        assert!(similarity_heatmap(&[], 40).0.is_empty());
+    }
+
+    #[test]
+    fn issue_15_a_long_conversation_gets_a_bounded_heatmap_that_still_sees_its_loop() {
+        // 4,000 distinct messages compared pairwise over 250 of them (16 × fewer, as 128,000 messages would be
+        // with the real limit); message 2,000, the first of cell 20, repeats the one before it, the last of cell 19.
+        let texts: Vec<String> =
+            (0..4_000).map(|i| format!("line {i} with words {} and {}", i * 31, i ^ 0x5a5a)).collect();
+        let mut refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        refs[2_000] = refs[1_999];
+        let (d, bin) = heatmap_comparing(&refs, 40, 250);
+        assert_eq!((d.len(), bin), (40, 100));
+        assert!((d[20][19] - 1.0).abs() < 1e-6 && (d[19][20] - 1.0).abs() < 1e-6);
+        assert!(d[21][19] < 0.9 && d[39][0] < 0.9, "{} {}", d[21][19], d[39][0]);
     }
 }

@@ -131,7 +131,8 @@ fn a_folder_mixing_good_and_bad_files() {
     std::fs::write(d.join("cut.log"), log.split("--- DONE ---").next().unwrap()).unwrap();
     std::fs::write(d.join("huge.json"), "[".repeat(3_000_000)).unwrap();
 
-    let out = run(&["analyze", d.to_str().unwrap()]);
+    // Not a folder parrot generated: `--save` asks for the analysis to be saved beside it all the same.
+    let out = run(&["analyze", "--save", d.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "bad files make the exit code 1");
     let err = stderr(&out);
     for bad in
@@ -183,4 +184,22 @@ fn a_missing_path_prints_only_the_error() {
     let err = stderr(&out);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains("nope': no such file or folder"), "{err}");
+}
+
+#[test]
+fn issue_15_analysis_json_only_in_run_folders_and_never_over_a_foreign_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_looping_transcript(&d.join("good.jsonl"));
+    let out = run(&["analyze", d.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!d.join("analysis.json").exists(), "a folder parrot did not generate is not written into");
+    // A run folder holding someone else's analysis.json: analyzed, the file left as it is, a one-line warning.
+    std::fs::write(d.join("run.json"), "{}").unwrap();
+    std::fs::write(d.join("analysis.json"), "{\"theirs\": true}").unwrap();
+    let out = run(&["analyze", d.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(d.join("analysis.json")).unwrap(), "{\"theirs\": true}");
+    assert!(stderr(&out).contains("was not written by parrot"), "{}", stderr(&out));
+    assert!(stdout(&out).contains("good.jsonl"));
 }

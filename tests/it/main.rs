@@ -11,6 +11,8 @@ mod fleet;
 mod http;
 // models: the registry, `parrot models list|fetch|path`, hub downloads against a loopback hub, the PyPI fallback.
 mod models;
+// Property tests of every parser of untrusted input: arbitrary bytes and mutated fixtures never panic.
+mod props;
 mod readme;
 mod run;
 mod throughput;

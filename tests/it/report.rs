@@ -251,6 +251,7 @@ fn a_fresh_saved_analysis_is_used_and_the_text_still_shown() {
     for f in ["conv-0.jsonl", "conv-1.jsonl", "conv-2.jsonl"] {
         std::fs::copy(root().join("tests/fixtures/report/pen11").join(f), dir.join(f)).unwrap();
     }
+    std::fs::write(dir.join("run.json"), "{}").unwrap();
     let analyzed = parrot().arg("analyze").arg(&dir).output().unwrap();
     assert!(analyzed.status.success(), "{}", stderr(&analyzed));
     let saved_path = dir.join("analysis.json");
@@ -315,4 +316,47 @@ fn a_sweep_folder_gives_a_run_set_per_cell_saves_its_analysis_and_splits_large_r
     let html = run("100");
     assert_eq!(html.matches("<section class=\"conv\"").count(), 4);
     assert_eq!(std::fs::read_dir(&pages).unwrap().count(), 0, "old pages are removed");
+}
+
+#[test]
+fn issue_15_report_reads_saved_sources_inside_their_folder_only_and_from_anywhere() {
+    let runs = tempfile::tempdir().unwrap();
+    let dir = runs.path().join("set");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("run.json"), "{}").unwrap();
+    std::fs::write(
+        dir.join("share.json"),
+        r#"[{"conversations":[{"from":"human","value":"hi"},{"from":"gpt","value":"first answer"}]},
+            {"conversations":[{"from":"human","value":"bye"},{"from":"gpt","value":"second answer"}]}]"#,
+    )
+    .unwrap();
+    // A mistaken --format saved first: the report must not show it (0 conversations) but analyze again.
+    let wrong = parrot().args(["analyze", "--format", "chat_json"]).arg(&dir).output().unwrap();
+    assert_eq!(wrong.status.code(), Some(1), "{}", stderr(&wrong));
+    let out = tempfile::tempdir().unwrap();
+    // Run from another folder than the one analyze ran in: the saved sources are relative to analysis.json.
+    let report =
+        |cwd: &Path| parrot().current_dir(cwd).arg("report").arg(&dir).arg("--out").arg(out.path()).output().unwrap();
+    let first = report(runs.path());
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("analysis.json")).unwrap()).unwrap();
+    assert_eq!(saved["conversations"][1]["source"], "share.json#1");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let second = report(elsewhere.path());
+    assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
+    let html = std::fs::read_to_string(out.path().join("index.html")).unwrap();
+    assert!(html.contains("first answer") && html.contains("second answer"), "ShareGPT entries resolve");
+    // A crafted analysis.json naming a file outside the folder is refused with one line; that file is not read.
+    let secret = runs.path().join("secret.json");
+    std::fs::write(&secret, r#"[{"role":"user","content":"SECRET-CONTENT"}]"#).unwrap();
+    let mut crafted = saved.clone();
+    crafted["conversations"][0]["source"] = "../secret.json".into();
+    std::fs::write(dir.join("analysis.json"), serde_json::to_vec(&crafted).unwrap()).unwrap();
+    let third = report(elsewhere.path());
+    assert_eq!(third.status.code(), Some(0), "{}", stderr(&third));
+    let err = stderr(&third);
+    assert!(err.contains("'../secret.json' is not a transcript of this folder"), "{err}");
+    let html = std::fs::read_to_string(out.path().join("index.html")).unwrap();
+    assert!(!html.contains("SECRET-CONTENT"));
+    assert!(html.contains("second answer"));
 }

@@ -7,7 +7,7 @@
 //! [`MIN_TWICE`]; both must hold at least three non-space characters. Character-level, so glued junk and CJK count.
 
 use super::SpeakerView;
-use crate::analysis::text::{code_points, SuffixAutomaton};
+use crate::analysis::text::{code_points, longest_repeats};
 use crate::analysis::Detection;
 
 /// Minimum length (characters) of a substring occurring three times in one turn.
@@ -22,14 +22,15 @@ pub fn repeated_in(body: &str) -> Option<(String, f64)> {
     if cps.len() < MIN_THRICE {
         return None;
     }
-    let sam = SuffixAutomaton::new(&cps);
+    // Bounded memory: a turn beyond `text::SAM_WINDOW` code points is searched in windows.
+    let (found, _) = longest_repeats(&cps, &[3, 2]);
     let text = |(start, len): (usize, usize)| -> String {
         cps[start..start + len].iter().filter_map(|&c| char::from_u32(c)).collect()
     };
     let substantial = |s: &String| s.chars().filter(|c| !c.is_whitespace()).count() >= 3;
     let candidates = [(3u32, MIN_THRICE), (2, MIN_TWICE)];
-    for (times, min) in candidates {
-        if let Some(found) = sam.longest_repeated(times).filter(|&(_, len)| len >= min) {
+    for ((times, min), found) in candidates.into_iter().zip(found) {
+        if let Some(found) = found.filter(|&(_, len)| len >= min) {
             let s = text(found);
             if substantial(&s) {
                 let covered = (found.1 * times as usize) as f64 / cps.len() as f64;

@@ -87,11 +87,9 @@ pub struct SpeakerView<'a> {
 /// messages; for any other message the assistant turn before it (0 before the first one).
 #[must_use]
 pub fn assistant_turn_of(conv: &Conversation, message: usize) -> usize {
-    conv.messages[..=message.min(conv.messages.len().saturating_sub(1))]
-        .iter()
-        .filter(|m| m.speaker == Speaker::Assistant)
-        .count()
-        .saturating_sub(1)
+    // `..end`, not `..=message`: an empty conversation (a transcript of only a header) gives 0, not a panic.
+    let end = message.saturating_add(1).min(conv.messages.len());
+    conv.messages[..end].iter().filter(|m| m.speaker == Speaker::Assistant).count().saturating_sub(1)
 }
 
 /// The text of a message after its speaker-name prefix.
