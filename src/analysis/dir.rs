@@ -170,6 +170,10 @@ pub struct DirAnalysis {
     /// Rates per phenomenon and the original's aggregate numbers.
     #[serde(default)]
     pub summary: DirSummary,
+    /// The LLM judge's verdicts (`analyze --judge`), by transcript hash, judge model and prompt version. Valid
+    /// whatever the rest of the file's staleness, so a recomputed analysis carries them over.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub judge_cache: Vec<super::judge::CacheEntry>,
 }
 
 /// How the folder pass ([`analyze_groups`]) works.
@@ -235,6 +239,7 @@ impl Group {
             forced_format: forced,
             files: Vec::new(),
             summary: DirSummary::default(),
+            judge_cache: Vec::new(),
         };
         for (path, result) in results {
             if let Some(s) = stamp(path) {
@@ -465,7 +470,10 @@ pub fn analyze_groups(groups: &[Group], options: &AnalyzeOptions) -> (Vec<Analyz
                 (path, result)
             })
             .collect();
-        let analysis = g.analysis(results, options.forced);
+        let mut analysis = g.analysis(results, options.forced);
+        if g.whole_folder {
+            analysis.judge_cache = load_judge_cache(&g.dir);
+        }
         if options.save {
             warnings.extend(g.save_beside(&analysis));
         }
@@ -535,6 +543,27 @@ pub fn save(dir: &Path, analysis: &DirAnalysis) -> Result<()> {
     let bytes = serde_json::to_vec(analysis).context("could not serialize the analysis")?;
     crate::durable::write_atomic(&dir.join(SAVED_NAME), &bytes)
 }
+
+/// The judge cache of a folder's `analysis.json`, stale or not (its entries are keyed by what they depend on);
+/// empty when there is none or it cannot be read. Reads at most [`MAX_SAVED_BYTES`].
+#[must_use]
+pub fn load_judge_cache(dir: &Path) -> Vec<super::judge::CacheEntry> {
+    #[derive(Deserialize)]
+    struct JudgeOnly {
+        #[serde(default)]
+        judge_cache: Vec<super::judge::CacheEntry>,
+    }
+    use std::io::Read as _;
+    let Ok(file) = std::fs::File::open(dir.join(SAVED_NAME)) else { return Vec::new() };
+    let mut bytes = Vec::new();
+    if file.take(MAX_SAVED_BYTES + 1).read_to_end(&mut bytes).is_err() || bytes.len() as u64 > MAX_SAVED_BYTES {
+        return Vec::new();
+    }
+    serde_json::from_slice::<JudgeOnly>(&bytes).map(|j| j.judge_cache).unwrap_or_default()
+}
+
+/// The largest `analysis.json` [`load_judge_cache`] reads.
+pub const MAX_SAVED_BYTES: u64 = 256 << 20;
 
 /// The saved analysis of a run folder, if there is one and it is not stale (same analysis and parrot versions,
 /// same transcripts with the same sizes and modification times).

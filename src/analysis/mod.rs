@@ -10,6 +10,7 @@ pub mod confidence;
 pub mod detectors;
 pub mod dir;
 pub mod formats;
+pub mod judge;
 pub mod legacy;
 pub mod metrics;
 pub mod render;
@@ -204,6 +205,10 @@ pub struct ConversationAnalysis {
     pub message_lengths: Vec<usize>,
     /// Speaker of every message, for timelines.
     pub message_speakers: Vec<Speaker>,
+    /// The LLM judge's verdicts (`analyze --judge`), absent otherwise; never saved here (`analysis.json` keeps
+    /// them in its judge cache, see [`judge`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<judge::ConversationJudge>,
 }
 
 /// Analyzes one conversation: the original's score, every detector on both speakers, and the standard metrics.
@@ -245,5 +250,6 @@ pub fn analyze(conv: &Conversation) -> ConversationAnalysis {
         first_onset,
         message_lengths: conv.messages.iter().map(|m| m.text.chars().count()).collect(),
         message_speakers: conv.messages.iter().map(|m| m.speaker).collect(),
+        judge: None,
     }
 }

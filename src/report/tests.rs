@@ -81,6 +81,7 @@ fn item(source: &str, penalty: f64, texts: &[&str], density: f64, onset: Option<
         first_onset: onset,
         message_lengths: texts.iter().map(|t| t.chars().count()).collect(),
         message_speakers: messages.iter().map(|m| m.speaker).collect(),
+        judge: None,
     };
     Item { analysis, conversation: Some(conversation) }
 }
