@@ -1,7 +1,7 @@
 //! Folder-level analysis: many transcripts, analyzed in parallel, summarised per folder, and saved beside a run
 //! folder as `analysis.json` so that `report` (and a second `analyze`) need not recompute.
 //!
-//! This is the one folder pass of parrot: `analyze` ([`analyze_paths_with`]) and `report` ([`analyze_groups`] on
+//! This is the one folder pass of parrot: `analyze` ([`analyze_groups`] on [`groups`]) and `report` ([`analyze_groups`] on
 //! [`groups_each`], keeping the conversations' text) both go through [`analyze_groups`], so finding transcripts,
 //! reusing fresh saved analyses and saving new ones work the same for both.
 //!

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::detectors::{assistant_turn_of, runs, EVIDENCE_CHARS, MAX_EVIDENCE};
+use super::dir::{DirAnalysis, DirSummary, FileError};
 use super::formats::shorten;
 use super::{Conversation, ConversationAnalysis, Evidence};
 use crate::transcript::Speaker;
@@ -301,6 +302,53 @@ pub fn judged(
     Ok(summarise(&key, windows, false))
 }
 
+/// What judging one folder gave: each judged conversation's results (by index into its conversations), the
+/// conversations that could not be judged, and the counts.
+#[derive(Debug, Default)]
+pub struct DirJudgement {
+    /// (conversation index, its results), in order.
+    pub judged: Vec<(usize, ConversationJudge)>,
+    /// Conversations that could not be judged, one line each.
+    pub errors: Vec<FileError>,
+    /// Windows served from the cache and judged now.
+    pub counts: JudgeCounts,
+}
+
+/// Judges every conversation of a folder's analysis (`texts` in the same order, as the folder pass keeps them),
+/// from and into `dir.judge_cache`, which then holds only the entries of these conversations (every model's).
+/// Changes nothing else of `dir`: [`apply_dir`] does, once the cache is saved.
+pub fn judge_dir(dir: &mut DirAnalysis, texts: &[Option<Conversation>], engine: &mut dyn JudgeEngine) -> DirJudgement {
+    let mut out = DirJudgement::default();
+    let mut hashes = std::collections::HashSet::new();
+    for (i, analysis) in dir.conversations.iter().enumerate() {
+        let Some(conv) = texts.get(i).and_then(Option::as_ref) else {
+            out.errors.push(FileError {
+                path: analysis.source.clone(),
+                error: "could not be read again for the judge".into(),
+            });
+            continue;
+        };
+        hashes.insert(transcript_hash(conv));
+        match judged(conv, engine, &mut dir.judge_cache, &mut out.counts) {
+            Ok(j) => out.judged.push((i, j)),
+            Err(e) => out.errors.push(FileError { path: analysis.source.clone(), error: format!("{e:#}") }),
+        }
+    }
+    dir.judge_cache.retain(|e| hashes.contains(&e.key.transcript));
+    out
+}
+
+/// Applies a folder's judgement ([`apply`] on each conversation), adds its errors and summarises the folder again.
+pub fn apply_dir(dir: &mut DirAnalysis, texts: &[Option<Conversation>], judgement: DirJudgement) {
+    for (i, judge) in judgement.judged {
+        if let (Some(a), Some(Some(conv))) = (dir.conversations.get_mut(i), texts.get(i)) {
+            apply(a, conv, judge);
+        }
+    }
+    dir.errors.extend(judgement.errors);
+    dir.summary = DirSummary::of(&dir.conversations, dir.errors.len());
+}
+
 fn stall_runs(windows: &[WindowVerdict]) -> Vec<(usize, usize)> {
     let stalled: Vec<bool> = windows.iter().map(|w| !w.verdict.advanced).collect();
     runs(&stalled, STALL_RUN)
@@ -318,6 +366,19 @@ pub fn latest_cached(conv: &Conversation, cache: &[CacheEntry]) -> Option<Conver
     let hash = transcript_hash(conv);
     let hit = cache.iter().rev().find(|e| e.key.transcript == hash && e.key.prompt_version == PROMPT_VERSION)?;
     Some(summarise(&hit.key, hit.windows.clone(), true))
+}
+
+/// Shows each conversation's [`latest_cached`] verdicts (`judge`), without making them evidence: what the report
+/// does, which runs no judge.
+pub fn attach_cached(dir: &mut DirAnalysis, texts: &[Option<Conversation>]) {
+    if dir.judge_cache.is_empty() {
+        return;
+    }
+    for (a, conv) in dir.conversations.iter_mut().zip(texts) {
+        if let Some(conv) = conv {
+            a.judge = latest_cached(conv, &dir.judge_cache);
+        }
+    }
 }
 
 /// Records the judge's results on a conversation's analysis and makes them evidence for the assistant's

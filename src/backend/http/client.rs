@@ -62,6 +62,8 @@ pub struct HttpBackend {
     tokenize_route: std::cell::Cell<Option<usize>>,
     /// The last prompt counted (its hash and count): the driver counts a prompt, then generates from it.
     last_count: std::cell::Cell<Option<(u64, u32)>>,
+    /// Fields added to every completion request ([`HttpBackend::with_extra_body`]).
+    extra_body: serde_json::Map<String, Value>,
 }
 
 fn describe_reqwest(e: &reqwest::Error) -> String {
@@ -124,6 +126,7 @@ impl HttpBackend {
             empty_tokens: 0,
             tokenize_route: std::cell::Cell::new(None),
             last_count: std::cell::Cell::new(None),
+            extra_body: serde_json::Map::new(),
             opts,
         };
         let info = backend.rt.block_on(backend.probe())?;
@@ -176,6 +179,15 @@ impl HttpBackend {
         backend.info = info;
         backend.empty_tokens = backend.rt.block_on(backend.tokenize(""))?;
         Ok(backend)
+    }
+
+    /// Adds `fields` to every completion request: the analysis judge's grammar or JSON schema
+    /// (`backend::judge`). A retried turn continues from the text received, which a grammar restarts: the judge
+    /// then reports an answer that is not its JSON, naming the window.
+    #[must_use]
+    pub fn with_extra_body(mut self, fields: serde_json::Map<String, Value>) -> Self {
+        self.extra_body = fields;
+        self
     }
 
     fn endpoint(&self, path: &str) -> String {
@@ -307,6 +319,7 @@ impl HttpBackend {
             Flavor::Openai => openai::map(req.sampler, max_tokens, req.seed, &model)?,
         };
         let mut body = m.body;
+        body.extend(self.extra_body.clone());
         body.insert("prompt".into(), Value::String(prompt.to_string()));
         Ok(Value::Object(body))
     }
