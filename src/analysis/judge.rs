@@ -36,11 +36,11 @@ pub const WINDOW: usize = 5;
 /// Characters of one message shown to the judge (the rest is cut, marked with `…`).
 pub const TURN_CHARS: usize = 600;
 /// Most characters of a summary.
-pub const SUMMARY_CHARS: usize = 120;
+pub const SUMMARY_CHARS: usize = 80;
 /// Most topics per window.
 pub const TOPICS: usize = 4;
 /// Most characters of one topic.
-pub const TOPIC_CHARS: usize = 32;
+pub const TOPIC_CHARS: usize = 24;
 /// Windows in a row that did not advance needed for `semantic_repetition` evidence (2 windows: about 5 assistant
 /// turns, close to the lexical detector's 4 stuck turns).
 pub const STALL_RUN: usize = 2;
