@@ -641,6 +641,24 @@ mod tests {
     }
 
     #[test]
+    fn the_judge_cache_survives_a_recomputed_analysis() {
+        use crate::analysis::judge::{CacheEntry, CacheKey};
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.json"), CHAT).unwrap();
+        let opts = AnalyzeOptions { reuse_saved: true, save: true, ..AnalyzeOptions::default() };
+        let (mut out, _) = analyze_paths_with(&[dir.path().to_path_buf()], &opts);
+        let key = CacheKey { transcript: "h".into(), model: "m".into(), prompt_version: 1 };
+        out[0].judge_cache.push(CacheEntry { key, windows: Vec::new() });
+        save(dir.path(), &out[0]).unwrap();
+        // A new transcript makes the analysis stale: recomputed, it keeps the cache (keyed by what it depends on).
+        std::fs::write(dir.path().join("b.json"), CHAT).unwrap();
+        let (again, _) = analyze_paths_with(&[dir.path().to_path_buf()], &opts);
+        assert_eq!(again[0].conversations.len(), 2);
+        assert_eq!(again[0].judge_cache, out[0].judge_cache);
+        assert_eq!(load_saved(dir.path()).unwrap().judge_cache, out[0].judge_cache);
+    }
+
+    #[test]
     fn files_named_directly_are_grouped_by_folder_and_missing_ones_reported() {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("x.json");
