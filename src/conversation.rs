@@ -214,7 +214,8 @@ impl<'c> Dialogue<'c> {
     /// Plans the next turn: who speaks, with which prompt (fitted to that backend's context) and token limit.
     ///
     /// # Errors
-    /// When a backend cannot count tokens.
+    /// Never from the backends: a prompt that cannot be rendered or counted ends the conversation with
+    /// [`EndReason::Error`]; only an index past `u32` would.
     pub fn next(&self, assistant: &dyn Backend, user: &dyn Backend) -> Result<Next> {
         let config = self.config;
         if self.tokens_so_far >= config.total_tokens {
@@ -238,7 +239,11 @@ impl<'c> Dialogue<'c> {
                 Ok(p) => p + prefix,
                 Err(e) => return Ok(Next::End(self.summary(EndReason::Error, Some(format!("{e:#}"))))),
             };
-            let n = backend.count_tokens(&prompt)?;
+            // A backend that cannot count (an HTTP tokenize endpoint that kept failing) ends this conversation only.
+            let n = match backend.count_tokens(&prompt) {
+                Ok(n) => n,
+                Err(e) => return Ok(Next::End(self.summary(EndReason::Error, Some(format!("{e:#}"))))),
+            };
             if u64::from(n) + u64::from(max_tokens) <= u64::from(backend.n_ctx()) {
                 let index = u32::try_from(self.history.len())?;
                 return Ok(Next::Generate(TurnPlan {
@@ -314,8 +319,8 @@ impl<'c> Dialogue<'c> {
 /// for a new conversation, in which case the opening messages are emitted first).
 ///
 /// # Errors
-/// Only when the sink fails or a backend cannot count tokens. Backend generation failures end the conversation
-/// with [`EndReason::Error`]; Ctrl-C with [`EndReason::Interrupted`].
+/// Only when the sink fails. Backend failures (rendering, counting, generating) end the conversation with
+/// [`EndReason::Error`]; Ctrl-C with [`EndReason::Interrupted`].
 pub fn run_conversation(
     config: &Config,
     roles: &mut Roles<'_>,

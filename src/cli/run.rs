@@ -130,6 +130,10 @@ pub struct BackendArgs {
     /// The first retry's delay in milliseconds; each further retry doubles it (at most 30 s).
     #[arg(long, value_name = "MS", default_value_t = 500)]
     pub http_backoff_ms: u64,
+    /// The longest one HTTP turn may take, retries included, before the conversation ends with `error`. Default:
+    /// --http-timeout plus 1 s per token of the turn's limit (a server slower than 1 token/s counts as hung).
+    #[arg(long, value_name = "SECONDS", value_parser = positive_seconds)]
+    pub http_turn_deadline: Option<f64>,
 }
 
 fn positive_seconds(s: &str) -> Result<f64, String> {

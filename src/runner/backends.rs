@@ -136,8 +136,9 @@ pub fn open_http<'a>(s: &Settings, role: Role, warn: bool) -> Result<OpenBackend
         #[cfg(feature = "llama")]
         return Err(anyhow!("the {} role is not an HTTP role", role.as_str()));
     };
-    let warnings = check_sampler(*flavor, s.sampler(role))
-        .map_err(|e| anyhow!("{} role on {flavor} at {url}: {e:#}", role.as_str()))?;
+    let warnings = check_sampler(*flavor, s.sampler(role)).map_err(|e| {
+        anyhow!("{} role on {flavor} at {}: {e:#}", role.as_str(), crate::backend::http::strip_credentials(url))
+    })?;
     if warn {
         for w in warnings {
             eprintln!("parrot: warning: {} role on {flavor}: {w}", role.as_str());
@@ -152,6 +153,7 @@ pub fn open_http<'a>(s: &Settings, role: Role, warn: bool) -> Result<OpenBackend
         timeout: s.http.timeout,
         retries: s.http.retries,
         backoff: s.http.backoff,
+        turn_deadline: s.http.turn_deadline,
         ..HttpOptions::new(url.clone(), *flavor)
     };
     Ok(OpenBackend::Http(Box::new(HttpBackend::connect(opts)?)))

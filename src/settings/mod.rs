@@ -104,6 +104,9 @@ pub struct HttpSettings {
     pub retries: u32,
     /// The first retry's delay.
     pub backoff: Duration,
+    /// The longest one turn may take (`--http-turn-deadline`); `None`: the stall timeout plus 1 s per token of the
+    /// turn's limit ([`crate::backend::http::HttpOptions::turn_deadline_for`]).
+    pub turn_deadline: Option<Duration>,
 }
 
 /// Settings of one set of conversations: the config with every flag applied, and each role's backend.
@@ -187,11 +190,17 @@ pub struct Invocation {
 }
 
 impl Invocation {
-    /// This process's command line, as a fresh start.
+    /// This process's command line, as a fresh start, with the credentials of any URL in it replaced by `***`.
     #[must_use]
     pub fn current() -> Self {
-        Invocation { command: std::env::args().collect(), cwd: std::env::current_dir().ok(), resumed_by: None }
+        Invocation { command: redacted_args(), cwd: std::env::current_dir().ok(), resumed_by: None }
     }
+}
+
+/// This process's arguments as they may be recorded: URL credentials replaced by `***`
+/// ([`crate::backend::http::redact_credentials`]).
+fn redacted_args() -> Vec<String> {
+    std::env::args().map(|a| crate::backend::http::redact_credentials(&a)).collect()
 }
 
 /// A validated `parrot run`.
@@ -287,6 +296,13 @@ pub fn resume(dir: &Path) -> Result<Plan> {
         serde_json::from_str(&text).with_context(|| format!("'{}' is not valid JSON", file.display()))?;
     let argv: Vec<String> = serde_json::from_value(record["command"].clone())
         .with_context(|| format!("'{}' records no command", file.display()))?;
+    if argv.iter().any(|a| a.contains(&format!("://{}", crate::backend::http::REDACTED))) {
+        bail!(
+            "--resume '{}': the recorded command had credentials in a URL, which parrot never stores: rerun the \
+             original command with them instead (it continues the same folder; finished conversations are skipped)",
+            dir.display()
+        );
+    }
     let cwd = record["cwd"].as_str().map(PathBuf::from);
     if let Some(cwd) = &cwd {
         std::env::set_current_dir(cwd)
@@ -295,7 +311,7 @@ pub fn resume(dir: &Path) -> Result<Plan> {
     let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(&argv).map_err(|e| {
         anyhow!("--resume: the recorded command in '{}' no longer parses: {}", file.display(), e.kind())
     })?;
-    let invocation = Invocation { command: argv, cwd, resumed_by: Some(std::env::args().collect()) };
+    let invocation = Invocation { command: argv, cwd, resumed_by: Some(redacted_args()) };
     let mut plan = match cli.command {
         crate::cli::Command::Run(args) if args.resume.is_none() => Plan::Run(Box::new(run(&args, invocation)?)),
         crate::cli::Command::Sweep(args) => Plan::Sweep(Box::new(sweep(&args, invocation)?)),
@@ -353,6 +369,10 @@ fn settings(args: &RunArgs, overrides: &[String]) -> Result<Settings> {
     }
     config.validate().map_err(|e| anyhow!("invalid settings: {e}"))?;
     let (assistant, user) = backends(&args.backends, &config, args.parallel)?;
+    // The backends hold the URLs; the config is recorded (run.json, transcript headers), so without credentials.
+    for url in [&mut config.api_url, &mut config.user_api_url].into_iter().flatten() {
+        *url = crate::backend::http::redact_credentials(url);
+    }
     let role = |role: Role, backend: BackendSpec, model: &Option<String>| -> Result<RoleSettings> {
         if model.is_none() && !backend.is_http() {
             bail!("no {0} model: pass --{0}-model PATH or set `model` under [{0}]", role.as_str());
@@ -369,6 +389,7 @@ fn settings(args: &RunArgs, overrides: &[String]) -> Result<Settings> {
         timeout: Duration::from_secs_f64(b.http_timeout),
         retries: b.http_retries,
         backoff: Duration::from_millis(b.http_backoff_ms),
+        turn_deadline: b.http_turn_deadline.map(Duration::from_secs_f64),
     };
     Ok(Settings { config, assistant, user, http, seed })
 }

@@ -36,6 +36,11 @@ enum Reply {
     Json(u16, Value),
     /// An SSE stream: raw chunks written one by one, then what happens.
     Stream(Vec<String>, End),
+    /// An SSE stream that never ends by itself: the first chunks, then one chunk again and again with a pause, until
+    /// the client goes away (or 20 s pass).
+    Forever(Vec<String>, String, Duration),
+    /// A body of raw bytes with a status and no `Content-Length` (the end is the closed connection).
+    Raw(u16, Vec<u8>),
 }
 
 /// How a stream ends.
@@ -143,6 +148,22 @@ fn serve(conn: TcpStream, reqs: &Mutex<Vec<Req>>, handler: &Handler) {
             if let End::Stall(d) = end {
                 thread::sleep(d);
             }
+        }
+        Reply::Forever(first, again, pause) => {
+            let _ = write!(out, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n");
+            let started = Instant::now();
+            for c in first.iter().chain(std::iter::repeat(&again)) {
+                if started.elapsed() > Duration::from_secs(20)
+                    || out.write_all(c.as_bytes()).and_then(|()| out.flush()).is_err()
+                {
+                    return;
+                }
+                thread::sleep(pause);
+            }
+        }
+        Reply::Raw(status, bytes) => {
+            let _ = write!(out, "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n");
+            let _ = out.write_all(&bytes);
         }
     }
 }
@@ -627,6 +648,184 @@ fn parallel_http_conversations_each_get_their_own_transcript() {
         assert_eq!(t.summary.unwrap().stop_reason, EndReason::Budget, "conversation {i}");
     }
     assert!(calls.load(Ordering::SeqCst) >= 8);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Hostile servers (issue 15): whatever a server sends, a turn ends, memory stays bounded, and only the conversation
+// it concerns ends in `error`.
+
+/// A llama-server whose `/completion` answers with `stream` and whose other endpoints behave.
+fn hostile(stream: impl Fn(&Req, usize) -> Reply + Send + Sync + 'static) -> FakeServer {
+    FakeServer::start(
+        move |r, n| if r.path == "/completion" { stream(r, n) } else { llama_server_reply(r, n, &Fault::default()) },
+    )
+}
+
+fn token(text: &str) -> String {
+    sse(&json!({"content": text, "stop": false}))
+}
+
+#[test]
+fn issue_15_a_server_that_ignores_max_tokens_is_cut_at_the_turn_limit() {
+    let server = hostile(|_, _| Reply::Forever(Vec::new(), token(" la"), Duration::from_millis(1)));
+    let dir = tempfile::tempdir().unwrap();
+    let flags = llama_flags(&server.url());
+    let o = run_http(dir.path(), &args(&flags, &["--quiet", "--total-tokens", "12", "--turn-max-tokens", "4"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = transcript(dir.path(), 0);
+    let turns = generated(&t);
+    assert_eq!(turns.len(), 3, "{turns:?}");
+    for turn in turns {
+        assert_eq!(turn.stop_reason, Some(StopReason::MaxTokens));
+        assert_eq!(turn.tokens, 4);
+        assert!(turn.text.ends_with(" la la la la"), "{}", turn.text);
+    }
+    assert_eq!(t.summary.unwrap().stop_reason, EndReason::Budget);
+}
+
+#[test]
+fn issue_15_keep_alive_comments_do_not_hold_off_the_stall_timeout() {
+    let server =
+        hostile(|_, _| Reply::Forever(vec![token(" Hi")], ": keep-alive\n\n".into(), Duration::from_millis(20)));
+    let dir = tempfile::tempdir().unwrap();
+    let flags = llama_flags(&server.url());
+    let o = run_http(dir.path(), &args(&flags, &["--quiet", "--http-timeout", "0.4", "--http-retries", "0"]));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = transcript(dir.path(), 0).summary.unwrap().error.unwrap();
+    assert!(err.contains("stalled"), "{err}");
+}
+
+#[test]
+fn issue_15_events_without_text_end_at_the_turn_deadline() {
+    let server = hostile(|_, _| Reply::Forever(Vec::new(), token(""), Duration::from_millis(5)));
+    let dir = tempfile::tempdir().unwrap();
+    let flags = llama_flags(&server.url());
+    let o = run_http(dir.path(), &args(&flags, &["--quiet", "--http-turn-deadline", "0.5", "--http-retries", "0"]));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = transcript(dir.path(), 0).summary.unwrap().error.unwrap();
+    assert!(err.contains("deadline of 0 s") || err.contains("deadline of 1 s"), "{err}");
+    assert!(err.contains("--http-turn-deadline"), "{err}");
+}
+
+#[test]
+fn issue_15_a_2_mib_line_without_newline_is_an_error_not_a_growing_buffer() {
+    let line = format!("data: {{\"content\": \"{}", "x".repeat(2 << 20));
+    let server = hostile(move |_, _| Reply::Stream(vec![line.clone()], End::Stall(Duration::from_secs(5))));
+    let dir = tempfile::tempdir().unwrap();
+    let flags = llama_flags(&server.url());
+    let o = run_http(dir.path(), &args(&flags, &["--quiet", "--http-timeout", "3"]));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = transcript(dir.path(), 0).summary.unwrap().error.unwrap();
+    assert!(err.contains("longer than 1 MiB"), "{}", &err[..err.len().min(400)]);
+    assert!(err.len() < 2000, "the error quotes the line's start only: {} bytes", err.len());
+    assert_eq!(server.requests("/completion").len(), 1, "a malformed stream is not retried");
+}
+
+#[test]
+fn issue_15_a_huge_json_answer_is_refused_without_reading_it_all() {
+    let body =
+        format!("{{\"default_generation_settings\": {{\"n_ctx\": 4096}}, \"pad\": \"{}\"}}", "p".repeat(20 << 20));
+    let server = FakeServer::start(move |r, n| {
+        if r.path == "/props" {
+            Reply::Raw(200, body.clone().into_bytes())
+        } else {
+            llama_server_reply(r, n, &Fault::default())
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let flags = llama_flags(&server.url());
+    let o = run_http(dir.path(), &args(&flags, &["--quiet"]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("/props answered with more than 16 MiB"), "{}", &err[..err.len().min(400)]);
+    assert_eq!(err.trim().lines().count(), 1, "{}", &err[..err.len().min(400)]);
+}
+
+#[test]
+fn issue_15_tokenize_errors_are_retried_then_end_only_that_conversation() {
+    // Both roles' backends count "" when they connect (requests 0 and 1); later counts fail twice, then succeed.
+    let flaky = |from: usize, to: usize| {
+        move |r: &Req, n: usize| {
+            if r.path == "/tokenize" && (from..to).contains(&n) {
+                Reply::Json(503, json!({"error": {"code": 503, "message": "tokenizer busy"}}))
+            } else {
+                llama_server_reply(r, n, &Fault::default())
+            }
+        }
+    };
+    let server = FakeServer::start(flaky(2, 4));
+    let dir = tempfile::tempdir().unwrap();
+    let flags = llama_flags(&server.url());
+    let o = run_http(dir.path(), &args(&flags, &["--quiet", "--total-tokens", "10", "--http-backoff-ms", "10"]));
+    assert!(o.status.success(), "retried and recovered: {}", stderr(&o));
+    assert_eq!(transcript(dir.path(), 0).summary.unwrap().stop_reason, EndReason::Budget);
+
+    // Failing for good: each conversation ends in `error`, and the run goes on to the next one.
+    let server = FakeServer::start(flaky(2, usize::MAX));
+    let dir = tempfile::tempdir().unwrap();
+    let flags = llama_flags(&server.url());
+    let o =
+        run_http(dir.path(), &args(&flags, &["--quiet", "-n", "2", "--http-retries", "1", "--http-backoff-ms", "10"]));
+    assert_eq!(o.status.code(), Some(1), "a failed conversation, not a failed run: {}", stderr(&o));
+    for i in 0..2 {
+        let s = transcript(dir.path(), i).summary.unwrap();
+        assert_eq!(s.stop_reason, EndReason::Error, "conversation {i}");
+        let err = s.error.unwrap();
+        assert!(err.contains("HTTP 503: tokenizer busy") && err.contains("failed 2 times"), "{err}");
+    }
+    assert_eq!(server.requests("/tokenize").len(), 2 + 2 * 2, "two connects, then two tries per conversation");
+    assert!(server.requests("/completion").is_empty());
+}
+
+/// `http://USER:PASSWORD@127.0.0.1:PORT` for a server.
+fn with_credentials(server: &FakeServer) -> String {
+    format!("http://alice:s3cr%40t@127.0.0.1:{}", server.port)
+}
+
+#[test]
+fn issue_15_url_credentials_are_sent_but_never_stored_or_printed() {
+    let server = FakeServer::start(|r, n| llama_server_reply(r, n, &Fault::default()));
+    let dir = tempfile::tempdir().unwrap();
+    let url = with_credentials(&server);
+    let flags = ["--backend", "http", "--flavor", "llama-server", "--url", &url];
+    let o = run_http(dir.path(), &args(&flags.map(String::from), &["--total-tokens", "10", "-v"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // "alice:s3cr@t", percent-decoded, as HTTP Basic authentication.
+    let auth = server.requests("/completion")[0].auth.clone();
+    assert_eq!(auth.as_deref(), Some("Basic YWxpY2U6czNjckB0"));
+    let t = transcript(dir.path(), 0);
+    assert_eq!(t.header.assistant_model.path, server.url());
+    for file in ["run.json", "conversation-000.jsonl"] {
+        let text = std::fs::read_to_string(dir.path().join(file)).unwrap();
+        assert!(!text.contains("s3cr") && !text.contains("alice"), "{file}: {text}");
+    }
+    let record: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("run.json")).unwrap()).unwrap();
+    assert!(
+        record["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == &json!(format!("http://***@127.0.0.1:{}", server.port))),
+        "{record}"
+    );
+    for text in [stdout(&o), stderr(&o)] {
+        assert!(!text.contains("s3cr"), "{text}");
+    }
+
+    // `--resume` cannot rerun it without the credentials: it says so, and how to go on.
+    let o = crate::common::run(&["run", "--resume", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("credentials") && err.contains("rerun the original command"), "{err}");
+
+    // In an error message, too.
+    let dead = format!("http://alice:s3cr%40t@{}", crate::common::dead_endpoint().trim_start_matches("http://"));
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--backend", "http", "--flavor", "llama-server", "--url", &dead];
+    let o = run_http(dir.path(), &args(&flags.map(String::from), &["--quiet"]));
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("connection refused") && !err.contains("s3cr"), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -30,6 +30,70 @@ enum Failure {
     Fatal(anyhow::Error),
 }
 
+/// The largest JSON answer read (a `/tokenize` of a 128k-token prompt is about 1 MiB, `/props` a few KiB).
+pub const MAX_JSON_BODY: usize = 16 << 20;
+/// The most of an error answer read: only its message is shown, clipped to 300 characters.
+pub const MAX_ERROR_BODY: usize = 64 << 10;
+/// The longest delay between two attempts, whatever `--http-backoff-ms` and the number of retries.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+/// The most text a turn may receive per token of its limit. The longest tokens of real vocabularies are a few
+/// dozen bytes; this only stops a server that sends text without end in few events.
+pub const MAX_TOKEN_BYTES: usize = 1024;
+/// How long, once a turn's limit is reached, parrot waits for the server's final event (which carries its counts
+/// and timings) before it ends the turn itself; a server that honours the limit sends it with the last token.
+pub const LIMIT_GRACE: Duration = Duration::from_secs(1);
+
+/// The delay before retry number `attempt` (from 0): `base` doubled per earlier retry, at most [`MAX_RETRY_DELAY`].
+#[must_use]
+pub fn retry_delay(base: Duration, attempt: u32) -> Duration {
+    base.saturating_mul(1 << attempt.min(16)).min(MAX_RETRY_DELAY)
+}
+
+/// A JSON endpoint's answer, read with a cap: the status, the bytes (at most the cap), and whether there was more.
+pub struct Body {
+    /// The HTTP status.
+    pub status: u16,
+    /// The bytes read.
+    pub bytes: Vec<u8>,
+    /// True when the answer was longer than the cap (the rest was not read).
+    pub over: bool,
+}
+
+/// Reads at most `cap` bytes of an answer (an announced `Content-Length` above it is not read at all).
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Body, reqwest::Error> {
+    let status = resp.status().as_u16();
+    if resp.content_length().is_some_and(|n| n > cap as u64) {
+        return Ok(Body { status, bytes: Vec::new(), over: true });
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = cap - bytes.len();
+        if chunk.len() > room {
+            bytes.extend_from_slice(&chunk[..room]);
+            return Ok(Body { status, bytes, over: true });
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Body { status, bytes, over: false })
+}
+
+/// Reads a JSON endpoint's answer. Pure. Errors name `url`, carry the server's message for an error status, and
+/// quote the start of a body that is not JSON.
+///
+/// # Errors
+/// A status that is not 2xx, an answer over [`MAX_JSON_BODY`], or one that is not JSON.
+pub fn json_body(url: &str, body: &Body) -> Result<Value> {
+    if !(200..300).contains(&body.status) {
+        bail!("{url} answered HTTP {}: {}", body.status, server_message(&String::from_utf8_lossy(&body.bytes)));
+    }
+    if body.over {
+        bail!("{url} answered with more than {} MiB of JSON: parrot reads no more than that", MAX_JSON_BODY >> 20);
+    }
+    serde_json::from_slice(&body.bytes).map_err(|e| {
+        anyhow!("{url} answered with invalid JSON ({e}): {}", clip(&String::from_utf8_lossy(&body.bytes), 200))
+    })
+}
+
 /// The state of a turn across attempts.
 struct Turn {
     /// Everything received so far (a retry continues from it), with a possible stop string held back.
@@ -49,7 +113,11 @@ impl Turn {
 
 /// One role's HTTP engine.
 pub struct HttpBackend {
+    /// The options, with `url` stripped of credentials: the form every message and record shows.
     opts: HttpOptions,
+    /// The base URL requests are sent to: the one given, credentials included when no API key is set (reqwest
+    /// takes them out of the URL and sends them as Basic authentication). Never shown.
+    base: String,
     rt: tokio::runtime::Runtime,
     client: reqwest::Client,
     info: ServerInfo,
@@ -64,6 +132,9 @@ pub struct HttpBackend {
     last_count: std::cell::Cell<Option<(u64, u32)>>,
     /// Fields added to every completion request ([`HttpBackend::with_extra_body`]).
     extra_body: serde_json::Map<String, Value>,
+    /// Set once [`HttpBackend::connect`] succeeded: from then on a refused connection is retried (a restarting
+    /// server), before it an absent server is reported at once.
+    connected: bool,
 }
 
 fn describe_reqwest(e: &reqwest::Error) -> String {
@@ -95,9 +166,10 @@ impl HttpBackend {
     pub fn connect(opts: HttpOptions) -> Result<Self> {
         let url = opts.url.trim_end_matches('/').to_string();
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            bail!("--url '{url}' must start with http:// or https://");
+            bail!("--url '{}' must start with http:// or https://", super::strip_credentials(&url));
         }
-        let opts = HttpOptions { url, ..opts };
+        let base = if opts.api_key.0.is_some() { super::strip_credentials(&url) } else { url.clone() };
+        let opts = HttpOptions { url: super::strip_credentials(&url), ..opts };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -127,6 +199,8 @@ impl HttpBackend {
             tokenize_route: std::cell::Cell::new(None),
             last_count: std::cell::Cell::new(None),
             extra_body: serde_json::Map::new(),
+            connected: false,
+            base,
             opts,
         };
         let info = backend.rt.block_on(backend.probe())?;
@@ -178,6 +252,7 @@ impl HttpBackend {
         backend.n_ctx = n_ctx;
         backend.info = info;
         backend.empty_tokens = backend.rt.block_on(backend.tokenize(""))?;
+        backend.connected = true;
         Ok(backend)
     }
 
@@ -195,43 +270,74 @@ impl HttpBackend {
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let mut r = self.client.request(method, self.endpoint(path));
+        let mut r = self.client.request(method, format!("{}{path}", self.base));
         if let Some(key) = &self.opts.api_key.0 {
             r = r.bearer_auth(key);
         }
         r
     }
 
-    /// Sends a request and reads a JSON answer, with the timeout. Errors name the URL and carry the server's message.
-    /// A connection that breaks is retried like a turn (these requests change nothing on the server), except a
-    /// refused connection, so that an absent server is reported at once.
+    /// Sends a request and reads a JSON answer (at most [`MAX_JSON_BODY`]), with the timeout. Errors name the URL
+    /// and carry the server's message. A connection that breaks, a 5xx or a 429 is retried like a turn, with the
+    /// same capped backoff (these requests change nothing on the server); before the backend is connected a refused
+    /// connection is not, so that an absent server is reported at once.
     async fn call_json(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<Value> {
         let url = self.endpoint(path);
         let mut attempt = 0u32;
-        let resp = loop {
-            let mut req = self.request(method.clone(), path).timeout(self.opts.timeout);
-            if let Some(b) = body {
-                req = req.json(b);
+        loop {
+            let e = match self.call_json_once(&method, path, body, &url).await {
+                Ok(v) => return Ok(v),
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Retry(e)) => e,
+            };
+            if attempt >= self.opts.retries {
+                return Err(if attempt == 0 {
+                    e
+                } else {
+                    e.context(format!("failed {} times; giving up", attempt.saturating_add(1)))
+                });
             }
-            match req.send().await {
-                Ok(r) => break r,
-                Err(e) => {
-                    let what = describe_reqwest(&e);
-                    if attempt >= self.opts.retries || what == "connection refused" {
-                        bail!("{} at {url}: {what}", self.opts.flavor);
-                    }
-                    tracing::warn!("{url}: {what}; retrying");
-                    tokio::time::sleep(self.opts.backoff.saturating_mul(1 << attempt.min(16))).await;
-                    attempt += 1;
-                }
+            let delay = retry_delay(self.opts.backoff, attempt);
+            tracing::warn!("{e:#}; retrying in {delay:?}");
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    async fn call_json_once(
+        &self,
+        method: &reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        url: &str,
+    ) -> Result<Value, Failure> {
+        let mut req = self.request(method.clone(), path).timeout(self.opts.timeout);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let what = describe_reqwest(&e);
+                let err = anyhow!("{} at {url}: {what}", self.opts.flavor);
+                return Err(if what == "connection refused" && !self.connected {
+                    Failure::Fatal(err)
+                } else {
+                    Failure::Retry(err)
+                });
             }
         };
         let status = resp.status();
-        let text = resp.text().await.map_err(|e| anyhow!("{url}: {}", describe_reqwest(&e)))?;
-        if !status.is_success() {
-            bail!("{url} answered HTTP {}: {}", status.as_u16(), server_message(&text));
-        }
-        serde_json::from_str(&text).map_err(|e| anyhow!("{url} answered with invalid JSON ({e}): {}", clip(&text, 200)))
+        let cap = if status.is_success() { MAX_JSON_BODY } else { MAX_ERROR_BODY };
+        let answer =
+            read_capped(resp, cap).await.map_err(|e| Failure::Retry(anyhow!("{url}: {}", describe_reqwest(&e))))?;
+        json_body(url, &answer).map_err(|e| {
+            if status.is_server_error() || status.as_u16() == 429 {
+                Failure::Retry(e)
+            } else {
+                Failure::Fatal(e)
+            }
+        })
     }
 
     async fn get_json(&self, path: &str) -> Result<Value> {
@@ -332,11 +438,23 @@ impl HttpBackend {
         }
     }
 
-    /// One attempt: streams a continuation of `turn` and returns how it ended.
+    /// The error of a turn past its deadline.
+    fn past_deadline(&self, url: &str, req: &GenRequest<'_>) -> anyhow::Error {
+        anyhow!(
+            "{url}: the turn took longer than its deadline of {:.0} s (--http-turn-deadline; by default \
+             --http-timeout plus 1 s per token of the turn's limit)",
+            self.opts.turn_deadline_for(req.max_tokens).as_secs_f64()
+        )
+    }
+
+    /// One attempt: streams a continuation of `turn` and returns how it ended. Bounded whatever the server does:
+    /// by the turn's token limit (one token per event with text, [`MAX_TOKEN_BYTES`] of text per token), by the
+    /// stall timeout (reset by events only), and by `deadline`.
     async fn attempt(
         &self,
         req: &GenRequest<'_>,
         turn: &mut Turn,
+        deadline: Instant,
         on_piece: &mut dyn FnMut(&str),
     ) -> Result<Option<Done>, Failure> {
         let prompt = format!("{}{}", req.prompt, turn.stream.received());
@@ -352,46 +470,54 @@ impl HttpBackend {
         };
         let url = self.endpoint(path);
         let send = self.request(reqwest::Method::POST, path).header("Accept", "text/event-stream").json(&body).send();
-        let resp = match tokio::time::timeout(self.opts.timeout, send).await {
+        let wait = self.opts.timeout.min(deadline.saturating_duration_since(Instant::now()));
+        let resp = match tokio::time::timeout(wait, send).await {
+            Err(_) if Instant::now() >= deadline => return Err(Failure::Fatal(self.past_deadline(&url, req))),
             Err(_) => return Err(Failure::Retry(anyhow!("{url}: no response within {:?}", self.opts.timeout))),
             Ok(Err(e)) => return Err(Failure::Retry(anyhow!("{url}: {}", describe_reqwest(&e)))),
             Ok(Ok(r)) => r,
         };
         let status = resp.status();
         if !status.is_success() {
-            let text = tokio::time::timeout(self.opts.timeout, resp.text()).await.ok().and_then(Result::ok);
-            let e = anyhow!("{url} answered HTTP {}: {}", status.as_u16(), server_message(&text.unwrap_or_default()));
+            let answer = tokio::time::timeout(wait, read_capped(resp, MAX_ERROR_BODY)).await.ok().and_then(Result::ok);
+            let text = answer.map(|a| String::from_utf8_lossy(&a.bytes).into_owned()).unwrap_or_default();
+            let e = anyhow!("{url} answered HTTP {}: {}", status.as_u16(), server_message(&text));
             return Err(if status.is_server_error() || status.as_u16() == 429 {
                 Failure::Retry(e)
             } else {
                 Failure::Fatal(e)
             });
         }
+        let max_text = usize::try_from(req.max_tokens).unwrap_or(usize::MAX).saturating_mul(MAX_TOKEN_BYTES);
         let mut stream = resp.bytes_stream();
         let mut parser = SseParser::default();
         turn.events = 0;
         let tick = Duration::from_millis(100);
-        let mut idle = Duration::ZERO;
+        // The last event (not comment, not partial line), and when the turn's limit was reached.
+        let mut last_event = Instant::now();
+        let mut limit_reached: Option<Instant> = None;
+        let limit = || -> Result<Option<Done>, Failure> { Ok(Some(Done::new(EngineStop::Limit))) };
         loop {
             if req.cancel.load(Ordering::Relaxed) {
                 return Err(Failure::Fatal(Interrupted.into()));
             }
-            let next = match tokio::time::timeout(tick.min(self.opts.timeout), stream.next()).await {
-                Err(_) => {
-                    idle += tick;
-                    if idle >= self.opts.timeout {
-                        return Err(Failure::Retry(anyhow!(
-                            "{url}: the stream stalled (no data for {:.1} s)",
-                            self.opts.timeout.as_secs_f64()
-                        )));
-                    }
-                    continue;
-                }
-                Ok(n) => n,
-            };
-            idle = Duration::ZERO;
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Failure::Fatal(self.past_deadline(&url, req)));
+            }
+            if limit_reached.is_some_and(|t| now.saturating_duration_since(t) >= LIMIT_GRACE.min(self.opts.timeout)) {
+                return limit();
+            }
+            if now.saturating_duration_since(last_event) >= self.opts.timeout {
+                return Err(Failure::Retry(anyhow!(
+                    "{url}: the stream stalled (no event for {:.1} s)",
+                    self.opts.timeout.as_secs_f64()
+                )));
+            }
+            let Ok(next) = tokio::time::timeout(tick.min(self.opts.timeout), stream.next()).await else { continue };
             let (events, ended) = match next {
                 Some(Ok(bytes)) => (parser.push(&bytes).map_err(|e| Failure::Fatal(e.context(url.clone())))?, false),
+                Some(Err(_)) if limit_reached.is_some() => return limit(),
                 Some(Err(e)) => {
                     return Err(Failure::Retry(anyhow!("{url}: the stream broke off: {}", describe_reqwest(&e))));
                 }
@@ -401,13 +527,28 @@ impl HttpBackend {
                     (last, true)
                 }
             };
+            if !events.is_empty() {
+                last_event = Instant::now();
+            }
             for event in &events {
-                let chunk = match self.parse(event) {
+                let mut chunk = match self.parse(event) {
                     Ok(Some(c)) => c,
                     Ok(None) => continue,
                     Err(e) => return Err(Failure::Fatal(e.context(format!("{url} sent a bad stream")))),
                 };
                 if !chunk.text.is_empty() {
+                    if limit_reached.is_some() {
+                        // The server ignores the limit: what it sends past it is not part of the turn.
+                        return limit();
+                    }
+                    let room = max_text.saturating_sub(turn.stream.received().len());
+                    if chunk.text.len() > room {
+                        let mut cut = room;
+                        while !chunk.text.is_char_boundary(cut) {
+                            cut -= 1;
+                        }
+                        chunk.text.truncate(cut);
+                    }
                     turn.events += 1;
                     turn.first_piece.get_or_insert_with(Instant::now);
                     let step = turn.stream.push(&chunk.text);
@@ -417,12 +558,18 @@ impl HttpBackend {
                     if step.stopped {
                         return Ok(None);
                     }
+                    if turn.tokens_before + turn.events >= req.max_tokens || turn.stream.received().len() >= max_text {
+                        limit_reached = Some(Instant::now());
+                    }
                 }
                 if let Some(done) = chunk.done {
                     return Ok(Some(done));
                 }
             }
             if ended {
+                if limit_reached.is_some() {
+                    return limit();
+                }
                 return Err(Failure::Retry(anyhow!("{url}: the stream ended before the turn was finished")));
             }
         }
@@ -430,23 +577,30 @@ impl HttpBackend {
 
     async fn generate_async(&self, req: &GenRequest<'_>, on_piece: &mut dyn FnMut(&str)) -> Result<Generation> {
         let started = Instant::now();
+        // A deadline too far to represent is as good as none: a year stands in for it.
+        let deadline = started
+            .checked_add(self.opts.turn_deadline_for(req.max_tokens))
+            .unwrap_or_else(|| started + Duration::from_secs(365 * 86_400));
         let prompt_tokens = self.count_prompt(req.prompt).await?;
         let mut turn = Turn::new(&req.sampler.stop);
         let mut attempt = 0u32;
         let done = loop {
-            match self.attempt(req, &mut turn, on_piece).await {
+            match self.attempt(req, &mut turn, deadline, on_piece).await {
                 Ok(done) => break done,
                 Err(Failure::Fatal(e)) => return Err(e),
                 Err(Failure::Retry(e)) => {
                     turn.tokens_before += turn.events;
                     if attempt >= self.opts.retries {
-                        let tries = attempt + 1;
+                        let tries = attempt.saturating_add(1);
                         return Err(e.context(format!("{} failed {tries} time(s); giving up", self.opts.flavor)));
                     }
-                    let delay = self.opts.backoff.saturating_mul(1 << attempt.min(16)).min(Duration::from_secs(30));
+                    let delay = retry_delay(self.opts.backoff, attempt);
                     tracing::warn!("{e:#}; retrying in {delay:?}");
                     attempt += 1;
                     let until = Instant::now() + delay;
+                    if until >= deadline {
+                        return Err(e.context(self.past_deadline(&self.opts.url, req).to_string()));
+                    }
                     while Instant::now() < until {
                         if req.cancel.load(Ordering::Relaxed) {
                             return Err(Interrupted.into());
@@ -526,5 +680,43 @@ impl Backend for HttpBackend {
 
     fn generate(&mut self, req: &GenRequest<'_>, on_piece: &mut dyn FnMut(&str)) -> Result<Generation> {
         self.rt.block_on(self.generate_async(req, on_piece))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_15_every_backoff_is_capped() {
+        let base = Duration::from_millis(500);
+        assert_eq!(retry_delay(base, 0), base);
+        assert_eq!(retry_delay(base, 2), Duration::from_secs(2));
+        assert_eq!(retry_delay(base, 6), MAX_RETRY_DELAY, "32 s is capped at 30 s");
+        assert_eq!(retry_delay(Duration::from_secs(3600), 0), MAX_RETRY_DELAY, "--http-backoff-ms is capped too");
+        assert_eq!(retry_delay(Duration::MAX, u32::MAX), MAX_RETRY_DELAY);
+    }
+
+    #[test]
+    fn issue_15_a_json_answer_over_the_cap_or_not_json_is_an_error_naming_the_url() {
+        let body = |status: u16, bytes: &[u8], over: bool| Body { status, bytes: bytes.to_vec(), over };
+        assert_eq!(json_body("http://h/tokenize", &body(200, br#"{"tokens":[1]}"#, false)).unwrap()["tokens"][0], 1);
+        let e = json_body("http://h/props", &body(200, b"{", true)).unwrap_err().to_string();
+        assert!(e.contains("http://h/props answered with more than 16 MiB"), "{e}");
+        let e = json_body("http://h/props", &body(200, b"<html>oops", false)).unwrap_err().to_string();
+        assert!(e.contains("invalid JSON") && e.contains("<html>oops"), "{e}");
+        // An error answer is read with its own, smaller cap: a cut-off message is still shown.
+        let e = json_body("http://h/tokenize", &body(503, br#"{"error":{"message":"busy"#, true)).unwrap_err();
+        assert!(e.to_string().contains("HTTP 503: {\"error\":{\"message\":\"busy"), "{e}");
+        let e = json_body("http://h/x", &body(500, &[0xff, 0xfe], false)).unwrap_err();
+        assert!(e.to_string().contains("HTTP 500"), "{e}");
+    }
+
+    #[test]
+    fn issue_15_the_default_turn_deadline_is_the_stall_timeout_plus_a_second_per_token() {
+        let o = HttpOptions::new("http://h", super::super::Flavor::LlamaServer);
+        assert_eq!(o.turn_deadline_for(512), Duration::from_secs(600 + 512));
+        let set = HttpOptions { turn_deadline: Some(Duration::from_secs(5)), ..o };
+        assert_eq!(set.turn_deadline_for(512), Duration::from_secs(5));
     }
 }

@@ -21,15 +21,25 @@
 //!   string); parrot watches the text itself, holds back a possible partial stop string before streaming it (with
 //!   [`crate::backend::stream::StopStream`], as in-process), and closes the stream the moment one appears.
 //! * **Faults.** A connection that fails, a 5xx, a stream that stalls past the timeout or ends early is retried with
-//!   bounded exponential backoff. A retry *continues* the turn: the prompt is extended by the text already received
+//!   exponential backoff (each delay at most 30 s). The JSON calls (tokenize, probes) are retried the same way once
+//!   connected, so a tokenize endpoint that fails ends only that conversation. A retry *continues* the turn: the prompt is extended by the text already received
 //!   and the token limit reduced, so streamed text is never repeated or lost. A 4xx or a malformed stream is not
 //!   retried. When retries run out the error reaches the driver, which ends the conversation with `error` after the
 //!   last complete turn.
 //!
+//! * **Bounds.** The server is untrusted: a turn's reading stops at its token limit (one token per stream event
+//!   that carries text, and at most 1 KiB of text per token) even when the server ignores the limit; only events
+//!   reset the stall timer (`:` keep-alive comments and partial lines do not); each turn has a wall-clock deadline
+//!   ([`HttpOptions::turn_deadline_for`]); an SSE line or event is at most 1 MiB ([`sse`]) and a JSON answer at most
+//!   16 MiB (an error body: 64 KiB).
+//!
 //! The [`Backend`](crate::backend::Backend) trait is synchronous; each [`HttpBackend`] owns a single-threaded tokio
 //! runtime and blocks on it. `--parallel N` runs N conversations on N threads, each with its own pair of backends.
 //!
-//! The API key is read from an environment variable, sent as a bearer token, and never printed or recorded.
+//! The API key is read from an environment variable, sent as a bearer token, and never printed or recorded. So are
+//! credentials in a URL (`http://user:pass@host`): sent as HTTP Basic authentication (when no API key is set),
+//! kept in memory only; every URL shown or stored has them removed ([`strip_credentials`]), and the recorded
+//! command line has them replaced by `***` ([`redact_credentials`]).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -40,6 +50,8 @@ pub mod fleet;
 pub mod koboldcpp;
 pub mod llama_server;
 pub mod openai;
+#[cfg(test)]
+mod proptests;
 pub mod sse;
 pub mod wire;
 
@@ -75,6 +87,44 @@ impl fmt::Display for Flavor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// Replaces the user-info part (`user:pass@`) of every URL in `text` by `with`. Pure, never fails: text that is
+/// not a URL is returned as it is.
+fn replace_userinfo(text: &str, with: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let authority_end = tail.find(['/', '?', '#', ' ', '\t', '\n']).unwrap_or(tail.len());
+        match tail[..authority_end].rfind('@') {
+            Some(at) => {
+                out.push_str(with);
+                rest = &tail[at + 1..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `text` with the credentials of every URL in it removed: `http://user:pass@host:1/p` → `http://host:1/p`. The
+/// form of a URL that is shown, logged and written to transcripts.
+#[must_use]
+pub fn strip_credentials(text: &str) -> String {
+    replace_userinfo(text, "")
+}
+
+/// Marks where credentials were taken out of a recorded command line.
+pub const REDACTED: &str = "***@";
+
+/// `text` with the credentials of every URL in it replaced by `***`: `http://user:pass@host` → `http://***@host`.
+/// The form `run.json` records, so that a reader (and `--resume`) sees that some were given.
+#[must_use]
+pub fn redact_credentials(text: &str) -> String {
+    replace_userinfo(text, REDACTED)
 }
 
 /// A secret that never shows in `Debug` output.
@@ -116,6 +166,8 @@ pub struct HttpOptions {
     pub retries: u32,
     /// The first retry's delay; each further one doubles it, up to 30 s.
     pub backoff: Duration,
+    /// The longest one turn may take, retries included; `None`: [`HttpOptions::turn_deadline_for`]'s default.
+    pub turn_deadline: Option<Duration>,
 }
 
 impl HttpOptions {
@@ -132,7 +184,17 @@ impl HttpOptions {
             timeout: Duration::from_secs(600),
             retries: 3,
             backoff: Duration::from_millis(500),
+            turn_deadline: None,
         }
+    }
+
+    /// The wall-clock deadline of a turn of at most `max_tokens` tokens: the one set, or by default the stall
+    /// timeout (the longest silence allowed, which covers evaluating the prompt) plus one second per token of the
+    /// turn's limit — a server slower than one token a second is treated as hung. With the defaults (600 s,
+    /// `turn_max_tokens` 512) that is 1112 s.
+    #[must_use]
+    pub fn turn_deadline_for(&self, max_tokens: u32) -> Duration {
+        self.turn_deadline.unwrap_or_else(|| self.timeout.saturating_add(Duration::from_secs(u64::from(max_tokens))))
     }
 }
 
@@ -149,5 +211,18 @@ mod tests {
         let s = format!("{o:?}");
         assert!(!s.contains("sk-secret"), "{s}");
         assert!(s.contains("<set>"));
+    }
+
+    #[test]
+    fn credentials_are_stripped_from_every_url_and_nothing_else() {
+        assert_eq!(strip_credentials("http://alice:s3cr%40t@h:8080/v1?x=a@b"), "http://h:8080/v1?x=a@b");
+        assert_eq!(redact_credentials("--url=https://tok@h"), "--url=https://***@h");
+        assert_eq!(
+            redact_credentials("api_url=http://a:b@x:1 user_api_url=http://c@y"),
+            "api_url=http://***@x:1 user_api_url=http://***@y"
+        );
+        for plain in ["http://127.0.0.1:8080", "no url here", "a@b.c", "http://", "://@", "mailto:a@b"] {
+            assert_eq!(strip_credentials(plain), plain.replace("://@", "://"));
+        }
     }
 }

@@ -1,9 +1,21 @@
 //! Server-Sent Events, the framing every flavor streams in: bytes from the network become [`SseEvent`]s, and an
 //! event's data becomes JSON. Pure and flavor-blind: what the JSON means is each flavor's business
 //! ([`super::llama_server`], [`super::koboldcpp`], [`super::openai`]); reading from the network is the client's.
+//!
+//! The server is untrusted, so the parser is bounded: a line longer than [`MAX_LINE`] bytes or an event whose data
+//! lines add up to more than [`MAX_EVENT_DATA`] is an error, not a growing buffer. Each byte is scanned for a
+//! newline once (the search resumes where the last one stopped), and complete lines leave the buffer in one move
+//! per push, so a line that arrives in many small chunks costs time in proportion to its length.
 
 use anyhow::{anyhow, bail, Result};
 use serde_json::Value;
+
+/// The longest SSE line accepted, in bytes (without its line ending). Real events are one JSON object of a few
+/// hundred bytes; llama-server's largest (the final one, with its settings) is a few KiB.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// The most data one event may carry, in bytes, summed over its `data:` lines.
+pub const MAX_EVENT_DATA: usize = 1 << 20;
 
 /// One Server-Sent Event.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -20,6 +32,8 @@ pub struct SseEvent {
 #[derive(Debug, Default)]
 pub struct SseParser {
     buf: Vec<u8>,
+    /// How much of `buf` is known to hold no newline.
+    scanned: usize,
     current: SseEvent,
     has_data: bool,
 }
@@ -37,21 +51,38 @@ impl SseParser {
     /// Feeds bytes and returns the events they complete.
     ///
     /// # Errors
-    /// A line that is not UTF-8 or not an SSE field (`data`, `event`, `id`, `retry`, or a `:` comment); the message
-    /// quotes the line. llama-server's `error: {...}` line is returned as an event named `error`.
+    /// A line that is not UTF-8 or not an SSE field (`data`, `event`, `id`, `retry`, or a `:` comment), a line
+    /// longer than [`MAX_LINE`], or an event with more than [`MAX_EVENT_DATA`] of data; the message quotes the
+    /// line's start. llama-server's `error: {...}` line is returned as an event named `error`.
     pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<SseEvent>> {
         self.buf.extend_from_slice(bytes);
+        // Taken out while its lines are read, so that a line can borrow it while the parser's state changes.
+        let buf = std::mem::take(&mut self.buf);
         let mut out = Vec::new();
-        while let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
-            let raw: Vec<u8> = self.buf.drain(..=nl).collect();
-            let mut line = &raw[..raw.len() - 1];
+        let mut start = 0;
+        let mut from = self.scanned;
+        while let Some(pos) = buf[from..].iter().position(|&b| b == b'\n') {
+            let nl = from + pos;
+            let mut line = &buf[start..nl];
             if line.last() == Some(&b'\r') {
                 line = &line[..line.len() - 1];
             }
-            let line = std::str::from_utf8(line).map_err(|_| {
+            if line.len() > MAX_LINE {
+                bail!("{}", too_long(line));
+            }
+            let text = std::str::from_utf8(line).map_err(|_| {
                 anyhow!("malformed SSE line (not UTF-8): {}", clip(&String::from_utf8_lossy(line), 200))
             })?;
-            self.line(line, &mut out)?;
+            self.line(text, &mut out)?;
+            start = nl + 1;
+            from = start;
+        }
+        self.buf = buf;
+        self.buf.drain(..start);
+        self.scanned = self.buf.len();
+        // A partial line may still lose a trailing `\r`: one byte more than a line is allowed.
+        if self.buf.len() > MAX_LINE + 1 {
+            bail!("{}", too_long(&self.buf));
         }
         Ok(out)
     }
@@ -84,6 +115,13 @@ impl SseParser {
         };
         match field {
             "data" => {
+                if self.current.data.len() + value.len() + 1 > MAX_EVENT_DATA {
+                    bail!(
+                        "an SSE event carries more than {} MiB of data: {}",
+                        MAX_EVENT_DATA >> 20,
+                        clip(&self.current.line, 200)
+                    );
+                }
                 if self.has_data {
                     self.current.data.push('\n');
                 } else {
@@ -105,6 +143,16 @@ impl SseParser {
         }
         Ok(())
     }
+}
+
+/// The error for a line over [`MAX_LINE`], quoting its start.
+fn too_long(line: &[u8]) -> String {
+    let head = &line[..line.len().min(200)];
+    format!(
+        "malformed SSE stream: a line longer than {} MiB (a server must end each line with a newline): {}",
+        MAX_LINE >> 20,
+        clip(&String::from_utf8_lossy(head), 200)
+    )
 }
 
 /// Parses an event's data as JSON.
@@ -149,5 +197,58 @@ mod tests {
         let ev = p.push(b"error: {\"code\":500,\"message\":\"boom\"}\n\n").unwrap();
         assert_eq!(ev[0].event, "error");
         assert_eq!(server_message(&ev[0].data), "boom");
+    }
+
+    #[test]
+    fn issue_15_a_line_without_newline_is_capped_at_1_mib() {
+        let mut p = SseParser::default();
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut failed = None;
+        // 2 MiB of one line, as the network delivers it: the error comes once the line passes 1 MiB.
+        for i in 0..32 {
+            if let Err(e) = p.push(&chunk) {
+                failed = Some((i, e.to_string()));
+                break;
+            }
+        }
+        let (at, e) = failed.expect("a 2 MiB line must be refused");
+        assert_eq!(at, 16, "refused as soon as it passes 1 MiB");
+        assert!(e.contains("longer than 1 MiB") && e.contains("xxx"), "{e}");
+        // A line of exactly 1 MiB is fine, whole or in pieces.
+        let mut p = SseParser::default();
+        let line = format!("data: {}\r\n\n", "y".repeat(MAX_LINE - 6));
+        for piece in line.as_bytes().chunks(4096) {
+            p.push(piece).unwrap();
+        }
+        assert!(p.finish().is_none(), "the blank line ended the event");
+        let mut p = SseParser::default();
+        assert_eq!(p.push(line.as_bytes()).unwrap()[0].data.len(), MAX_LINE - 6);
+    }
+
+    #[test]
+    fn issue_15_an_event_of_many_data_lines_is_capped_at_1_mib() {
+        let mut p = SseParser::default();
+        let line = format!("data: {}\n", "z".repeat(1000));
+        let mut failed = None;
+        for i in 0..2000 {
+            if let Err(e) = p.push(line.as_bytes()) {
+                failed = Some((i, e.to_string()));
+                break;
+            }
+        }
+        let (at, e) = failed.expect("data lines without a blank line must not grow one event for ever");
+        assert!((1040..1050).contains(&at), "refused near 1 MiB, at line {at}");
+        assert!(e.contains("more than 1 MiB of data"), "{e}");
+    }
+
+    #[test]
+    fn issue_15_comments_and_partial_lines_make_no_event() {
+        let mut p = SseParser::default();
+        for _ in 0..1000 {
+            assert!(p.push(b": keep-alive\n\n").unwrap().is_empty());
+        }
+        assert!(p.push(b"data: {\"a\"").unwrap().is_empty());
+        let ev = p.push(b":1}\n\n").unwrap();
+        assert_eq!(ev[0].data, "{\"a\":1}");
     }
 }
