@@ -251,6 +251,7 @@ mod tests {
             parrot_version: String::new(),
             forced_format: None,
             files: Vec::new(),
+            judge_cache: Vec::new(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Folder-level analysis: many transcripts, analyzed in parallel, summarised per folder, and saved beside a run
 //! folder as `analysis.json` so that `report` (and a second `analyze`) need not recompute.
 //!
-//! This is the one folder pass of parrot: `analyze` ([`analyze_paths_with`]) and `report` ([`analyze_groups`] on
+//! This is the one folder pass of parrot: `analyze` ([`analyze_groups`] on [`groups`]) and `report` ([`analyze_groups`] on
 //! [`groups_each`], keeping the conversations' text) both go through [`analyze_groups`], so finding transcripts,
 //! reusing fresh saved analyses and saving new ones work the same for both.
 //!
@@ -185,6 +185,10 @@ pub struct DirAnalysis {
     /// Rates per phenomenon and the original's aggregate numbers.
     #[serde(default)]
     pub summary: DirSummary,
+    /// The LLM judge's verdicts (`analyze --judge`), by transcript hash, judge model and prompt version. Valid
+    /// whatever the rest of the file's staleness, so a recomputed analysis carries them over.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub judge_cache: Vec<super::judge::CacheEntry>,
 }
 
 /// How the folder pass ([`analyze_groups`]) works.
@@ -252,6 +256,7 @@ impl Group {
             forced_format: forced,
             files: Vec::new(),
             summary: DirSummary::default(),
+            judge_cache: Vec::new(),
         };
         for (path, result) in results {
             if let Some(s) = stamp(path) {
@@ -504,7 +509,10 @@ pub fn analyze_groups(groups: &[Group], options: &AnalyzeOptions) -> (Vec<Analyz
                 (path, result)
             })
             .collect();
-        let analysis = g.analysis(results, options.forced);
+        let mut analysis = g.analysis(results, options.forced);
+        if g.whole_folder {
+            analysis.judge_cache = load_judge_cache(&g.dir);
+        }
         if options.save || options.save_anywhere {
             warnings.extend(g.save_beside(&analysis, options.save_anywhere));
         }
@@ -630,6 +638,23 @@ pub fn save(dir: &Path, analysis: &DirAnalysis) -> Result<()> {
     let saved = Saved { written_by: WRITTEN_BY.to_string(), analysis };
     let bytes = serde_json::to_vec(&saved).context("could not serialize the analysis")?;
     crate::durable::write_atomic(&path, &bytes).context("could not save the analysis")
+}
+
+/// The judge cache of a folder's `analysis.json` written by parrot, stale or not (its entries are keyed by what they
+/// depend on); empty when there is none or it cannot be read. Reads at most [`MAX_SAVED_BYTES`].
+#[must_use]
+pub fn load_judge_cache(dir: &Path) -> Vec<super::judge::CacheEntry> {
+    #[derive(Deserialize)]
+    struct JudgeOnly {
+        #[serde(default)]
+        judge_cache: Vec<super::judge::CacheEntry>,
+    }
+    read_bounded(&dir.join(SAVED_NAME))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Saved<JudgeOnly>>(&b).ok())
+        .filter(|s| s.written_by == WRITTEN_BY)
+        .map(|s| s.analysis.judge_cache)
+        .unwrap_or_default()
 }
 
 /// `analysis.json` as saved: the analysis and the mark that parrot wrote it.
@@ -762,6 +787,24 @@ mod tests {
         // So does a changed size.
         std::fs::write(dir.path().join("b.json"), format!("{CHAT}\n")).unwrap();
         assert_eq!(load_saved(dir.path(), None), Ok(None));
+    }
+
+    #[test]
+    fn the_judge_cache_survives_a_recomputed_analysis() {
+        use crate::analysis::judge::{CacheEntry, CacheKey};
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.json"), CHAT).unwrap();
+        let opts = AnalyzeOptions { reuse_saved: true, save: true, save_anywhere: true, ..AnalyzeOptions::default() };
+        let (mut out, _) = analyze_paths_with(&[dir.path().to_path_buf()], &opts);
+        let key = CacheKey { transcript: "h".into(), model: "m".into(), prompt_version: 1 };
+        out[0].judge_cache.push(CacheEntry { key, windows: Vec::new() });
+        save(dir.path(), &out[0]).unwrap();
+        // A new transcript makes the analysis stale: recomputed, it keeps the cache (keyed by what it depends on).
+        std::fs::write(dir.path().join("b.json"), CHAT).unwrap();
+        let (again, _) = analyze_paths_with(&[dir.path().to_path_buf()], &opts);
+        assert_eq!(again[0].conversations.len(), 2);
+        assert_eq!(again[0].judge_cache, out[0].judge_cache);
+        assert_eq!(load_saved(dir.path(), None).unwrap().unwrap().judge_cache, out[0].judge_cache);
     }
 
     #[test]

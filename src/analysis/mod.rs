@@ -11,6 +11,7 @@ pub mod detectors;
 pub mod dir;
 pub mod embed;
 pub mod formats;
+pub mod judge;
 pub mod legacy;
 pub mod metrics;
 pub mod render;
@@ -221,6 +222,10 @@ pub struct ConversationAnalysis {
     /// into `semantic_repetition`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedding: Option<embed::EmbeddingAnalysis>,
+    /// The LLM judge's verdicts (`analyze --judge`), absent otherwise; never saved here (`analysis.json` keeps
+    /// them in its judge cache, see [`judge`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<judge::ConversationJudge>,
 }
 
 /// Analyzes one conversation: the original's score, every detector on both speakers, and the standard metrics.
@@ -274,5 +279,6 @@ pub fn analyze_with(conv: &Conversation, embedding: Option<embed::EmbeddingAnaly
         message_speakers: conv.messages.iter().map(|m| m.speaker).collect(),
         warnings: conv.warnings.clone(),
         embedding,
+        judge: None,
     }
 }

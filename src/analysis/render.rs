@@ -307,6 +307,7 @@ mod tests {
             parrot_version: String::new(),
             forced_format: None,
             files: Vec::new(),
+            judge_cache: Vec::new(),
         }]
     }
 
@@ -352,6 +353,7 @@ mod tests {
             parrot_version: String::new(),
             forced_format: None,
             files: Vec::new(),
+            judge_cache: Vec::new(),
         }];
         let csv = render_csv(&dirs);
         let lines: Vec<&str> = csv.lines().collect();

@@ -32,6 +32,8 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::DecodeError;
 
@@ -344,6 +346,89 @@ impl LlamaBackend {
         }
         self.cached[seq].truncate(common);
         common
+    }
+
+    /// One constrained, greedy generation for the analysis judge (`analysis::judge`), apart from the
+    /// conversation's sampler and [`Self::step`]: the prompt on sequence 0 (its cached prefix reused, so the judge's
+    /// fixed instructions are evaluated once), then llama.cpp's grammar sampler followed by the greedy choice, until
+    /// an end-of-generation token (the only one a complete grammar allows) or `max_tokens`. No penalties, no stop
+    /// strings, no streaming: the same prompt gives the same text.
+    ///
+    /// # Errors
+    /// When llama.cpp rejects the grammar, the prompt plus `max_tokens` does not fit the context, or decoding fails.
+    pub fn generate_with_grammar(&mut self, prompt: &str, grammar: &str, max_tokens: u32) -> Result<String> {
+        let tokens = self.tokenize(prompt);
+        if tokens.is_empty() {
+            return Err(anyhow!("the judge's prompt is empty"));
+        }
+        if tokens.len() as u64 + u64::from(max_tokens) > u64::from(self.n_ctx) {
+            return Err(anyhow!(
+                "the judge's prompt ({} tokens) and answer (up to {max_tokens}) do not fit its context of {} tokens",
+                tokens.len(),
+                self.n_ctx
+            ));
+        }
+        let mut constrained = LlamaSampler::grammar(self.model, grammar, "root")
+            .map_err(|e| anyhow!("llama.cpp rejected the judge's grammar: {e}"))?;
+        let decode_failed = |e: DecodeError| anyhow!("llama.cpp failed to decode the judge's prompt: {e}");
+        let mut next = self.reuse_prefix(0, &tokens);
+        let mut logits_at = 0i32;
+        while next < tokens.len() {
+            self.batch.clear();
+            let end = (next + N_BATCH as usize).min(tokens.len());
+            for (pos, &token) in tokens.iter().enumerate().take(end).skip(next) {
+                self.batch.add(token, i32::try_from(pos)?, &[0], pos + 1 == tokens.len())?;
+            }
+            self.ctx.decode(&mut self.batch).map_err(decode_failed)?;
+            self.cached[0].extend_from_slice(&tokens[next..end]);
+            logits_at = i32::try_from(end - next - 1)?;
+            next = end;
+        }
+        let vocab = self.model.vocab();
+        let mut bytes = Vec::new();
+        for _ in 0..max_tokens {
+            let token = self.greedy_within(&mut constrained, logits_at);
+            constrained.accept(token);
+            if vocab.is_eog(token) {
+                break;
+            }
+            bytes.extend_from_slice(&vocab.token_to_piece(token, false, None));
+            self.batch.clear();
+            self.batch.add(token, i32::try_from(self.cached[0].len())?, &[0], true)?;
+            self.ctx.decode(&mut self.batch).map_err(decode_failed)?;
+            self.cached[0].push(token);
+            logits_at = 0;
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// The most likely token of output `idx` that `grammar` allows (not accepted). Checking the grammar on every
+    /// token of the vocabulary costs far more than the model's step, so, as llama-server does, the most likely token
+    /// is checked alone first, and the whole vocabulary only when the grammar rejects it: the same token either way.
+    fn greedy_within(&self, grammar: &mut LlamaSampler, idx: i32) -> LlamaToken {
+        let logits = self.ctx.get_logits_ith(idx);
+        let best = |data: &[LlamaTokenData]| {
+            data.iter()
+                .filter(|d| d.logit().is_finite())
+                .fold(None::<&LlamaTokenData>, |m, d| match m {
+                    Some(m) if m.logit() >= d.logit() => Some(m),
+                    _ => Some(d),
+                })
+                .map(LlamaTokenData::id)
+        };
+        let all: Vec<LlamaTokenData> =
+            logits.iter().zip(0_i32..).map(|(&l, i)| LlamaTokenData::new(LlamaToken(i), l, 0.0)).collect();
+        if let Some(top) = best(&all) {
+            let mut one = LlamaTokenDataArray::new(vec![all[usize::try_from(top.0).unwrap_or(0)]], false);
+            grammar.apply(&mut one);
+            if one.data.first().is_some_and(|d| d.logit().is_finite()) {
+                return top;
+            }
+        }
+        let mut array = LlamaTokenDataArray::new(all, false);
+        grammar.apply(&mut array);
+        // A grammar always allows some token (an end-of-generation token once complete).
+        best(&array.data).unwrap_or_else(|| self.model.vocab().eos())
     }
 
     /// Number of sequences the context holds.

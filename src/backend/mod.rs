@@ -4,6 +4,7 @@
 //!
 //! * `llama` — in-process llama.cpp through `llama-cpp-2` (feature `llama`, on by default).
 //! * `http` — llama-server, koboldcpp and OpenAI-compatible servers over HTTP (`--backend http`).
+//! * `judge` — the analysis judge's engines (in-process or HTTP), one constrained greedy answer per window.
 //! * `scripted` — a deterministic fake for the driver's unit tests; never a stand-in for a real-backend test.
 //!
 //! What the streaming backends share — holding back a possible stop string while streaming — is [`stream`].
@@ -19,6 +20,7 @@ use crate::transcript::{Millis, ModelRecord, StopReason};
 #[cfg(feature = "llama")]
 pub mod embed;
 pub mod http;
+pub mod judge;
 #[cfg(feature = "llama")]
 pub mod llama;
 #[cfg(feature = "llama")]

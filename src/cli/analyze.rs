@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::analysis::Format;
+use crate::backend::judge::JudgeFlavor;
 
 /// Arguments of `parrot analyze`.
 #[derive(Debug, Args)]
@@ -45,4 +46,23 @@ pub struct AnalyzeArgs {
     /// appear in `--json` under `embedding`.
     #[arg(long, value_name = "MODEL")]
     pub embed: Option<String>,
+    /// Have this model read every window of 5 messages and say, as JSON constrained by a grammar, what happens,
+    /// its topics and whether the story advanced; windows that do not advance twice in a row are evidence for
+    /// `semantic_repetition`. A GGUF file or a registry name, run in-process and greedily. Verdicts are cached in
+    /// `analysis.json` by transcript, model and prompt version.
+    #[arg(long, value_name = "MODEL", conflicts_with = "judge_url")]
+    pub judge: Option<String>,
+    /// Have the model served at this URL judge instead of --judge (see --judge-flavor).
+    #[arg(long, value_name = "URL")]
+    pub judge_url: Option<String>,
+    /// How --judge-url is asked for constrained JSON: llama-server (`grammar`), openai (`response_format` with a
+    /// JSON schema, and llama-cpp-python's `grammar`) or vllm (`guided_json`).
+    #[arg(long, value_name = "FLAVOR", default_value = "llama-server", requires = "judge_url")]
+    pub judge_flavor: JudgeFlavor,
+    /// The chat template of --judge-url's model (a name such as `chatml`, or a file), when the server reports none.
+    #[arg(long, value_name = "NAME|FILE", requires = "judge_url")]
+    pub judge_template: Option<String>,
+    /// The environment variable that holds --judge-url's API key, sent as a bearer token (never printed).
+    #[arg(long, value_name = "NAME", default_value = "PARROT_API_KEY")]
+    pub judge_api_key_env: String,
 }

@@ -23,7 +23,14 @@ use crate::durable::write_atomic;
 pub fn read_run_sets(paths: &[PathBuf], save: bool) -> (Vec<RunSet>, Vec<String>) {
     let options = AnalyzeOptions { reuse_saved: true, save, keep_text: true, ..AnalyzeOptions::default() };
     let (analyzed, warnings) = analyze_groups(&groups_each(paths), &options);
-    (analyzed.into_iter().map(RunSet::from_analyzed).collect(), warnings)
+    let sets = analyzed
+        .into_iter()
+        .map(|mut a| {
+            crate::analysis::judge::attach_cached(&mut a.analysis, &a.texts);
+            RunSet::from_analyzed(a)
+        })
+        .collect();
+    (sets, warnings)
 }
 
 /// Writes a rendered report into `out` (created when missing): the conversations' pages, `index.html` and, with

@@ -574,6 +574,8 @@ struct ConversationView {
     heatmap_svg: Option<String>,
     heatmap_bin: usize,
     transcript: Option<Vec<MessageView>>,
+    /// The LLM judge's verdicts cached by `parrot analyze --judge`, when there are some.
+    judge: Option<crate::analysis::judge::ConversationJudge>,
 }
 
 #[derive(Serialize)]
@@ -679,6 +681,7 @@ fn conversation_view(item: &Item, anchor: usize, set: usize, set_label: &str, sp
         heatmap_svg: heatmap.map(|h| h.svg()).transpose()?,
         heatmap_bin,
         transcript,
+        judge: a.judge.clone(),
     })
 }
 

@@ -84,6 +84,7 @@ fn item(source: &str, penalty: f64, texts: &[&str], density: f64, onset: Option<
         message_speakers: messages.iter().map(|m| m.speaker).collect(),
         warnings: Vec::new(),
         embedding: None,
+        judge: None,
     };
     Item { analysis, conversation: Some(conversation) }
 }

@@ -9,6 +9,8 @@ mod folder;
 mod fleet;
 // `--backend http`: llama-server and koboldcpp replayed on loopback (every fault), then a real llama-cpp-python.
 mod http;
+// `analyze --judge`: the real SmolLM2 as the LLM judge (valid JSON, deterministic, cached).
+mod judge;
 // models: the registry, `parrot models list|fetch|path`, hub downloads against a loopback hub, the PyPI fallback.
 mod models;
 // Property tests of every parser of untrusted input: arbitrary bytes and mutated fixtures never panic.

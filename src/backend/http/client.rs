@@ -150,6 +150,8 @@ pub struct HttpBackend {
     tokenize_route: Vec<std::cell::Cell<Option<usize>>>,
     /// The last prompt counted (its hash and count): the driver counts a prompt, then generates from it.
     last_count: std::cell::Cell<Option<(u64, u32)>>,
+    /// Fields added to every completion request ([`HttpBackend::with_extra_body`]).
+    extra_body: serde_json::Map<String, Value>,
     /// Set once [`HttpBackend::connect`] succeeded: from then on a refused connection is retried (a restarting
     /// server), before it an absent server is reported at once.
     connected: bool,
@@ -229,6 +231,7 @@ impl HttpBackend {
             empty_tokens: 0,
             tokenize_route: (0..opts.endpoints.len()).map(|_| std::cell::Cell::new(None)).collect(),
             last_count: std::cell::Cell::new(None),
+            extra_body: serde_json::Map::new(),
             connected: false,
             opts,
         };
@@ -319,8 +322,18 @@ impl HttpBackend {
             empty_tokens: self.empty_tokens,
             tokenize_route: self.tokenize_route.iter().map(|c| std::cell::Cell::new(c.get())).collect(),
             last_count: std::cell::Cell::new(None),
+            extra_body: self.extra_body.clone(),
             connected: self.connected,
         })
+    }
+
+    /// Adds `fields` to every completion request: the analysis judge's grammar or JSON schema
+    /// (`backend::judge`). A retried turn continues from the text received, which a grammar restarts: the judge
+    /// then reports an answer that is not its JSON, naming the window.
+    #[must_use]
+    pub fn with_extra_body(mut self, fields: serde_json::Map<String, Value>) -> Self {
+        self.extra_body = fields;
+        self
     }
 
     fn request_to(&self, ep: &Endpoint, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -561,6 +574,7 @@ impl HttpBackend {
             Flavor::Openai => openai::map(req.sampler, max_tokens, req.seed, &model)?,
         };
         let mut body = m.body;
+        body.extend(self.extra_body.clone());
         body.insert("prompt".into(), Value::String(prompt.to_string()));
         Ok(Value::Object(body))
     }
