@@ -368,7 +368,8 @@ mod tests {
             .filter_map(|w| w.rsplit_once('@').and_then(|(_, k)| k.parse::<usize>().ok()))
             .min();
         assert_eq!(earliest, Some(onset), "{table}");
-        assert_eq!(crate::report::turn_observation(&a), (onset as f64, true));
+        let o = super::confidence::observation(&a);
+        assert_eq!((o.time, o.event), (onset as f64, true));
     }
 
     #[test]
