@@ -319,6 +319,39 @@ mod tests {
     }
 
     #[test]
+    fn time_to_first_break_by_tokens_where_every_conversation_records_them() {
+        let with_tokens = |onset: Option<usize>, tokens: u64| {
+            let mut c = conv(onset, 10);
+            c.total_tokens = Some(tokens);
+            if let Some(d) = c.detectors.get_mut("single_turn_loop") {
+                d.assistant.onset_tokens = Some(tokens / 2);
+            }
+            c
+        };
+        // Breaks after 100, 200 and 300 tokens; one healthy to its end at 1000 tokens.
+        let d = dir(
+            "t",
+            vec![
+                with_tokens(Some(1), 200),
+                with_tokens(Some(2), 400),
+                with_tokens(Some(3), 600),
+                with_tokens(None, 1000),
+            ],
+        );
+        let conf = of_dir(&d);
+        assert_eq!(token_observation(&d.conversations[3]), Some(Observation { time: 1000.0, event: false }));
+        let km = conf.first_break_tokens.as_ref().unwrap();
+        assert_eq!(km.steps.iter().map(|s| s.time).collect::<Vec<_>>(), [100.0, 200.0, 300.0, 1000.0]);
+        // S = 3/4, 1/2, 1/4: the median is the first time at or below one half.
+        assert_eq!(conf.median_first_break_tokens.unwrap().estimate, Some(200.0));
+        let json = serde_json::to_value(&conf).unwrap();
+        assert_eq!(json["median_first_break_tokens"]["estimate"], 200.0);
+        // A conversation without tokens (a chat JSON) leaves the folder without the token curve.
+        let mixed = dir("m", vec![with_tokens(Some(1), 200), conv(None, 4)]);
+        assert!(of_dir(&mixed).first_break_tokens.is_none());
+    }
+
+    #[test]
     fn the_same_numbers_are_not_significant() {
         let a = dir("a", (0..10).map(|i| conv((i % 2 == 0).then_some(5), 20)).collect());
         let b = dir("b", (0..10).map(|i| conv((i % 2 == 1).then_some(5), 20)).collect());

@@ -297,8 +297,10 @@ impl Figure {
             Figure::Onset { legend, .. } => (1000, 420.max(legend_height(legend))),
             Figure::Forest { rows, legend, .. } => {
                 let sets = rows.iter().map(|r| r.values.len()).max().unwrap_or(1).max(1);
-                let plot = 70 + rows.len() * (sets * FOREST_SLOT as usize + FOREST_ROW_GAP as usize);
-                (1000, (plot as u32).max(legend_height(legend)).max(160))
+                let plot = 80 + rows.len() * (sets * FOREST_SLOT as usize + FOREST_ROW_GAP as usize);
+                // Without a legend it is one of a row of small charts (the means).
+                let width = if legend.is_empty() { 400 } else { 1000 };
+                (width, (plot as u32).max(legend_height(legend)).max(120))
             }
             Figure::Histogram { .. } => (360, 220),
             Figure::Timeline { marks, .. } => (700, 280 + timeline_band(marks.len()) as u32),
@@ -434,11 +436,8 @@ fn draw_legend<DB: DrawingBackend>(
         side.draw(&Text::new(label, (34, y - 8), font.clone())).map_err(err)?;
         y += LEGEND_LINE;
         if !entry.note.is_empty() {
-            let (note, style) = if entry.significant {
-                (format!("★ {}", entry.note), &alert)
-            } else {
-                (entry.note.clone(), &muted)
-            };
+            let (note, style) =
+                if entry.significant { (format!("★ {}", entry.note), &alert) } else { (entry.note.clone(), &muted) };
             side.draw(&Text::new(fit(&side, &note, style, width), (34, y - 8), style.clone())).map_err(err)?;
             y += LEGEND_LINE;
         }
@@ -673,11 +672,13 @@ fn draw_forest<DB: DrawingBackend>(
     let n = rows.len().max(1) as f64;
     let centers: Vec<f64> = (0..rows.len()).map(|r| r as f64 + 0.5).collect();
     let names: Vec<String> = rows.iter().map(|r| r.name.replace('_', " ")).collect();
+    // A single unnamed row (one measure, said by the x label) needs no row names.
+    let names_width = if rows.len() == 1 && rows[0].name.is_empty() { 8 } else { 170 };
     let mut chart = ChartBuilder::on(root)
         .margin(14)
-        .margin_right(40)
+        .margin_right(30)
         .x_label_area_size(44)
-        .y_label_area_size(170)
+        .y_label_area_size(names_width)
         .build_cartesian_2d(ticked(0.0..x_max, x_ticks), ticked(n..0.0, centers))
         .map_err(err)?;
     chart
@@ -694,7 +695,9 @@ fn draw_forest<DB: DrawingBackend>(
         .draw()
         .map_err(err)?;
     for r in 1..rows.len() {
-        chart.draw_series(std::iter::once(PathElement::new([(0.0, r as f64), (x_max, r as f64)], GRID))).map_err(err)?;
+        chart
+            .draw_series(std::iter::once(PathElement::new([(0.0, r as f64), (x_max, r as f64)], GRID)))
+            .map_err(err)?;
     }
     let star = (FAMILY, 15).into_font().color(&ALERT);
     for (r, row) in rows.iter().enumerate() {
@@ -709,7 +712,9 @@ fn draw_forest<DB: DrawingBackend>(
             chart.draw_series(std::iter::once(PathElement::new([(w.low, y), (w.high, y)], stroke))).map_err(err)?;
             for end in [w.low, w.high] {
                 chart
-                    .draw_series(std::iter::once(EmptyElement::at((end, y)) + PathElement::new([(0, -4), (0, 4)], stroke)))
+                    .draw_series(std::iter::once(
+                        EmptyElement::at((end, y)) + PathElement::new([(0, -4), (0, 4)], stroke),
+                    ))
                     .map_err(err)?;
             }
             draw_marker(&mut chart, (w.estimate, y), style)?;
@@ -746,9 +751,7 @@ fn draw_histogram<DB: DrawingBackend>(
         .light_line_style(TRANSPARENT)
         .bold_line_style(GRID)
         .axis_style(AXIS)
-        .x_label_formatter(&|v| {
-            ticks.iter().find(|t| (t.0 - v).abs() < 1e-9).map(|t| t.1.clone()).unwrap_or_default()
-        })
+        .x_label_formatter(&|v| ticks.iter().find(|t| (t.0 - v).abs() < 1e-9).map(|t| t.1.clone()).unwrap_or_default())
         .y_label_formatter(&|v| format!("{:.0}%", v * 100.0))
         .x_desc(x_label)
         .label_style((FAMILY, 12).into_font().color(&AXIS))
@@ -938,7 +941,7 @@ fn draw_heatmap<DB: DrawingBackend>(
         .disable_x_axis()
         .y_labels(6)
         .y_label_formatter(&|v| format!("{v:.1}"))
-        .label_style((FAMILY, 11).into_font().color(&AXIS))
+        .label_style((FAMILY, 12).into_font().color(&AXIS))
         .draw()
         .map_err(err)?;
     scale

@@ -94,10 +94,8 @@ fn model_words(name: &str) -> Vec<String> {
     let mut words = Vec::new();
     let mut word = String::new();
     for (i, &c) in chars.iter().enumerate() {
-        let digit_dot = c == '.'
-            && i > 0
-            && chars[i - 1].is_ascii_digit()
-            && chars.get(i + 1).is_some_and(char::is_ascii_digit);
+        let digit_dot =
+            c == '.' && i > 0 && chars[i - 1].is_ascii_digit() && chars.get(i + 1).is_some_and(char::is_ascii_digit);
         if c.is_alphanumeric() || digit_dot {
             word.push(c);
         } else if !word.is_empty() {
@@ -222,6 +220,53 @@ pub struct Variation {
     pub values: Vec<String>,
 }
 
+/// The fewest of the varied `keys` that tell the run sets apart as far as their settings can: greedily, the key
+/// that splits the sets into the most groups (the most telling first on a tie), until no key splits further. The
+/// page's "what differs" line still lists every varied key.
+fn separating_keys<'a>(sets: &[Facts], keys: &'a [String]) -> Vec<&'a String> {
+    // A set's value of a key, with one spelling per model (see `same_model`).
+    let value = |set: usize, key: &str| -> String {
+        let v = sets[set].get(key).map_or(UNSET, String::as_str);
+        if key.ends_with("_model") {
+            (0..set)
+                .filter_map(|j| sets[j].get(key))
+                .find(|w| same_model(w, v))
+                .map_or_else(|| v.to_string(), Clone::clone)
+        } else {
+            v.to_string()
+        }
+    };
+    let groups = |chosen: &[&String]| -> usize {
+        let tuples: BTreeSet<Vec<String>> =
+            (0..sets.len()).map(|i| chosen.iter().map(|k| value(i, k)).collect()).collect();
+        tuples.len()
+    };
+    let mut chosen: Vec<&String> = Vec::new();
+    let mut current = 1;
+    while current < sets.len() {
+        let best = keys
+            .iter()
+            .filter(|k| !chosen.contains(k))
+            .map(|k| {
+                let mut with = chosen.clone();
+                with.push(k);
+                (groups(&with), k)
+            })
+            .fold(None::<(usize, &String)>, |best, (g, k)| match best {
+                Some((bg, _)) if bg >= g => best,
+                _ => Some((g, k)),
+            });
+        match best {
+            Some((g, k)) if g > current => {
+                chosen.push(k);
+                current = g;
+            }
+            _ => break,
+        }
+    }
+    chosen
+}
+
 /// Whether the name `name` already says `key=value` (a sweep cell's folder is named by its overrides).
 fn name_says(name: &str, key: &str, short: &str, value: &str) -> bool {
     name.split(',').any(|part| part == format!("{key}={value}") || part == format!("{short}={value}"))
@@ -242,12 +287,14 @@ pub fn labels(sets: &[Facts], names: &[String]) -> (Vec<String>, Vec<Variation>)
             values: sets.iter().map(|f| short_value(f.get(k).map_or(UNSET, String::as_str))).collect(),
         })
         .collect();
+    let chosen = separating_keys(sets, &keys);
     let labels: Vec<String> = (0..sets.len())
         .map(|i| {
             let name = &names[i];
             let pairs: Vec<String> = keys
                 .iter()
                 .zip(&variations)
+                .filter(|(k, _)| chosen.contains(k))
                 .filter(|(_, v)| is_definite(&v.values[i]))
                 .filter(|(k, v)| {
                     let raw = sets[i].get(*k).map_or("", String::as_str);
@@ -258,7 +305,8 @@ pub fn labels(sets: &[Facts], names: &[String]) -> (Vec<String>, Vec<Variation>)
             if pairs.is_empty() {
                 return name.clone();
             }
-            let mut label = format!("{name} · {}", pairs.iter().take(MAX_LABEL_PAIRS).cloned().collect::<Vec<_>>().join(", "));
+            let mut label =
+                format!("{name} · {}", pairs.iter().take(MAX_LABEL_PAIRS).cloned().collect::<Vec<_>>().join(", "));
             if pairs.len() > MAX_LABEL_PAIRS {
                 label.push_str(&format!(" +{} more", pairs.len() - MAX_LABEL_PAIRS));
             }
@@ -311,7 +359,8 @@ mod tests {
         let a = facts(&[("sampler.top_k", "40"), ("user_sampler.top_k", "40")]);
         let b = facts(&[("sampler.top_k", "20"), ("user_sampler.top_k", "10")]);
         let (labels, _) = labels(&[a, b], &["a".into(), "b".into()]);
-        assert_eq!(labels[1], "b · sampler.top_k=20, user_sampler.top_k=10");
+        // One of the two keys tells the sets apart; the more telling one (the assistant's sampler) is shown.
+        assert_eq!(labels[1], "b · sampler.top_k=20");
     }
 
     #[test]
@@ -332,12 +381,30 @@ mod tests {
     }
 
     #[test]
-    fn labels_are_capped_and_models_come_first() {
-        let a = facts(&[("assistant_model", "a"), ("k1", "1"), ("k2", "1"), ("k3", "1"), ("k4", "1"), ("k5", "1")]);
-        let b = facts(&[("assistant_model", "b"), ("k1", "2"), ("k2", "2"), ("k3", "2"), ("k4", "2"), ("k5", "2")]);
-        let (labels, vars) = labels(&[a, b], &["a".into(), "b".into()]);
-        assert_eq!(labels[0], "a · assistant_model=a, k1=1, k2=1 +3 more");
-        assert_eq!(vars.len(), 6);
+    fn labels_keep_the_fewest_keys_that_tell_the_sets_apart() {
+        let a = facts(&[("assistant_model", "a"), ("k1", "1"), ("k2", "1"), ("k3", "1")]);
+        let b = facts(&[("assistant_model", "a"), ("k1", "2"), ("k2", "2"), ("k3", "1")]);
+        let c = facts(&[("assistant_model", "b"), ("k1", "2"), ("k2", "2"), ("k3", "1")]);
+        let (labels, vars) = labels(&[a, b, c], &["a".into(), "b".into(), "c".into()]);
+        // k2 says nothing k1 does not; the model comes first.
+        assert_eq!(
+            labels,
+            ["a · assistant_model=a, k1=1", "b · assistant_model=a, k1=2", "c · assistant_model=b, k1=2"]
+        );
+        assert_eq!(vars.len(), 3, "the page's line still lists every difference");
+        // Five sets that each differ from the first in one key need four keys: the label is capped.
+        let sets: Vec<Facts> = (0..5)
+            .map(|i| {
+                facts(&[
+                    ("k1", if i == 1 { "1" } else { "0" }),
+                    ("k2", if i == 2 { "1" } else { "0" }),
+                    ("k3", if i == 3 { "1" } else { "0" }),
+                    ("k4", if i == 4 { "1" } else { "0" }),
+                ])
+            })
+            .collect();
+        let names: Vec<String> = (0..5).map(|i| format!("s{i}")).collect();
+        assert_eq!(super::labels(&sets, &names).0[0], "s0 · k1=0, k2=0, k3=0 +1 more");
     }
 
     #[test]

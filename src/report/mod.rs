@@ -194,10 +194,8 @@ pub fn run_set_labels(sets: &[RunSet]) -> (Vec<String>, Vec<Variation>) {
 /// The shortest trailing parts of the folders' paths that tell them apart: the folder (or sweep cell) name, or
 /// more of the path where two share it (`a/out`, `b/out`).
 fn folder_names(dirs: &[&str]) -> Vec<String> {
-    let parts: Vec<Vec<&str>> = dirs
-        .iter()
-        .map(|d| d.split(['/', '\\']).filter(|p| !p.is_empty() && *p != ".").collect::<Vec<_>>())
-        .collect();
+    let parts: Vec<Vec<&str>> =
+        dirs.iter().map(|d| d.split(['/', '\\']).filter(|p| !p.is_empty() && *p != ".").collect::<Vec<_>>()).collect();
     let suffix = |p: &[&str], k: usize| {
         let name = p[p.len().saturating_sub(k)..].join("/");
         if name.is_empty() {
@@ -547,7 +545,13 @@ fn figures(sets: &[RunSet], split: bool, overview: &Overview, shown: &[String]) 
         name: "any".into(),
         values: overview.confs.iter().map(|c| whisker(c.broken.interval, false)).collect(),
     });
-    let significant = |i: usize| overview.comparisons.iter().filter(|c| c.dir == overview.confs[i].dir && c.significant && c.what != "first_break").count();
+    let significant = |i: usize| {
+        overview
+            .comparisons
+            .iter()
+            .filter(|c| c.dir == overview.confs[i].dir && c.significant && c.what != "first_break")
+            .count()
+    };
     let rate_legend = overview.legend(|i| {
         let k = significant(i);
         (k > 0).then(|| (format!("{k} rate{} differ from baseline", if k == 1 { "" } else { "s" }), true))
@@ -562,7 +566,11 @@ fn figures(sets: &[RunSet], split: bool, overview: &Overview, shown: &[String]) 
         },
     ));
     for (name, label, pick) in [
-        ("mean_loop_density", "mean loop density", (|c: &DirConfidence| c.loop_density) as fn(&DirConfidence) -> Option<Interval>),
+        (
+            "mean_loop_density",
+            "mean loop density",
+            (|c: &DirConfidence| c.loop_density) as fn(&DirConfidence) -> Option<Interval>,
+        ),
         ("mean_response_length", "mean response length (characters)", |c: &DirConfidence| c.response_length),
         ("mean_tokens_per_s", "mean tokens/s", |c: &DirConfidence| c.tokens_per_s),
     ] {
@@ -573,9 +581,9 @@ fn figures(sets: &[RunSet], split: bool, overview: &Overview, shown: &[String]) 
         out.push((
             name.into(),
             Figure::Forest {
-                x_label: format!("{label}, bootstrap 95% interval"),
+                x_label: label.to_string(),
                 percent: false,
-                rows: vec![ForestRow { name: label.split(" (").next().unwrap_or(label).to_string(), values }],
+                rows: vec![ForestRow { name: String::new(), values }],
                 legend: Vec::new(),
             },
         ));
@@ -616,7 +624,12 @@ fn figures(sets: &[RunSet], split: bool, overview: &Overview, shown: &[String]) 
             .collect();
         out.push((
             "onset_tokens".into(),
-            Figure::Onset { x_label: "tokens generated".into(), integer: true, curves: token_curves, legend: token_legend },
+            Figure::Onset {
+                x_label: "tokens generated".into(),
+                integer: true,
+                curves: token_curves,
+                legend: token_legend,
+            },
         ));
     }
     let density: Vec<Bins> = sets
