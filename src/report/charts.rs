@@ -412,9 +412,9 @@ fn draw_legend<DB: DrawingBackend>(
         return Ok(root.clone());
     }
     let (plot, side) = root.split_horizontally(root.dim_in_pixel().0.saturating_sub(LEGEND_WIDTH));
-    let font = (FAMILY, LEGEND_FONT).into_font().color(&RGBColor(0x22, 0x22, 0x22));
-    let muted = (FAMILY, LEGEND_FONT).into_font().color(&AXIS);
-    let alert = (FAMILY, LEGEND_FONT).into_font().color(&ALERT);
+    let text = font(LEGEND_FONT).color(&RGBColor(0x22, 0x22, 0x22));
+    let muted = font(LEGEND_FONT).color(&AXIS);
+    let alert = font(LEGEND_FONT).color(&ALERT);
     let width = LEGEND_WIDTH - 40;
     let mut y = LEGEND_TOP;
     for (i, entry) in entries.iter().enumerate() {
@@ -432,8 +432,8 @@ fn draw_legend<DB: DrawingBackend>(
         }
         .map_err(err)?;
         // Numbered like the page's legend, so a cut label is still identified.
-        let label = fit(&side, &format!("{}. {}", i + 1, entry.label), &font, width);
-        side.draw(&Text::new(label, (34, y - 8), font.clone())).map_err(err)?;
+        let label = fit(&side, &format!("{}. {}", i + 1, entry.label), &text, width);
+        side.draw(&Text::new(label, (34, y - 8), text.clone())).map_err(err)?;
         y += LEGEND_LINE;
         if !entry.note.is_empty() {
             let (note, style) =
@@ -514,8 +514,17 @@ impl Ranged for Ticked {
     }
 }
 
+/// plotters' SVG backend writes `font-size` as the size divided by 1.24 (points to pixels, as it reckons); sizes
+/// here are the pixels a reader gets in the page, so they are multiplied back.
+const SVG_FONT_SCALE: f64 = 1.24;
+
+/// The chart font at `px` pixels as the page shows it.
+fn font(px: impl Into<f64>) -> FontDesc<'static> {
+    (FAMILY, px.into() * SVG_FONT_SCALE).into_font()
+}
+
 fn axis_font() -> TextStyle<'static> {
-    (FAMILY, 13).into_font().color(&AXIS)
+    font(13).color(&AXIS)
 }
 
 /// Upper end of an axis: a little above the data, never zero.
@@ -566,7 +575,7 @@ fn draw_scatter<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, sets: &[Vec<S
         .x_label_formatter(&tick)
         .y_label_formatter(&tick)
         .label_style(axis_font())
-        .axis_desc_style((FAMILY, 14))
+        .axis_desc_style(font(14))
         .draw()
         .map_err(err)?;
     let mut hover = Vec::new();
@@ -622,7 +631,7 @@ fn draw_onset<DB: DrawingBackend>(
         .y_desc("conversations still free of loops/breaks")
         .y_label_formatter(&|v| format!("{:.0}%", v * 100.0))
         .label_style(axis_font())
-        .axis_desc_style((FAMILY, 14))
+        .axis_desc_style(font(14))
         .draw()
         .map_err(err)?;
     // Bands first, all of them, so that no band covers another set's line.
@@ -691,7 +700,7 @@ fn draw_forest<DB: DrawingBackend>(
         .x_label_formatter(&|v| if percent { format!("{:.0}%", v * 100.0) } else { tick(v) })
         .y_label_formatter(&|v| names.get(v.floor() as usize).cloned().unwrap_or_default())
         .label_style(axis_font())
-        .axis_desc_style((FAMILY, 14))
+        .axis_desc_style(font(14))
         .draw()
         .map_err(err)?;
     for r in 1..rows.len() {
@@ -699,7 +708,7 @@ fn draw_forest<DB: DrawingBackend>(
             .draw_series(std::iter::once(PathElement::new([(0.0, r as f64), (x_max, r as f64)], GRID)))
             .map_err(err)?;
     }
-    let star = (FAMILY, 15).into_font().color(&ALERT);
+    let star = font(15).color(&ALERT);
     for (r, row) in rows.iter().enumerate() {
         for (i, value) in row.values.iter().enumerate() {
             let Some(w) = value else { continue };
@@ -754,8 +763,8 @@ fn draw_histogram<DB: DrawingBackend>(
         .x_label_formatter(&|v| ticks.iter().find(|t| (t.0 - v).abs() < 1e-9).map(|t| t.1.clone()).unwrap_or_default())
         .y_label_formatter(&|v| format!("{:.0}%", v * 100.0))
         .x_desc(x_label)
-        .label_style((FAMILY, 12).into_font().color(&AXIS))
-        .axis_desc_style((FAMILY, 12))
+        .label_style(font(12).color(&AXIS))
+        .axis_desc_style(font(12))
         .draw()
         .map_err(err)?;
     let color = set_style(set).color;
@@ -770,7 +779,7 @@ fn draw_histogram<DB: DrawingBackend>(
 /// Height of the band above a timeline's plot: one line for its legend, then up to three lines of detector
 /// labels, so that neither covers the data.
 fn timeline_band(marks: usize) -> i32 {
-    24 + 14 * marks.min(3) as i32
+    26 + 15 * marks.min(3) as i32
 }
 
 fn draw_timeline<DB: DrawingBackend>(
@@ -803,11 +812,11 @@ fn draw_timeline<DB: DrawingBackend>(
         .x_label_formatter(&tick)
         .y_label_formatter(&tick)
         .label_style(axis_font())
-        .axis_desc_style((FAMILY, 13))
+        .axis_desc_style(font(13))
         .draw()
         .map_err(err)?;
     // The legend: the first line of the band, left-aligned with the plot.
-    let legend_font = (FAMILY, 12).into_font().color(&RGBColor(0x22, 0x22, 0x22));
+    let legend_font = font(12).color(&RGBColor(0x22, 0x22, 0x22));
     let (left, _) = chart.backend_coord(&(0.0, y_max));
     let mut x = left;
     for (color, name) in [(ASSISTANT, "assistant"), (USER, "user")] {
@@ -816,7 +825,7 @@ fn draw_timeline<DB: DrawingBackend>(
         x += 22 + root.estimate_text_size(name, &legend_font).map_or(60, |(w, _)| w as i32) + 18;
     }
     let width = root.dim_in_pixel().0 as i32;
-    let mark_font = (FAMILY, 12).into_font().color(&ALERT);
+    let mark_font = font(12).color(&ALERT);
     for (k, mark) in marks.iter().enumerate() {
         let x = mark.message as f64;
         chart
@@ -828,7 +837,7 @@ fn draw_timeline<DB: DrawingBackend>(
         // Above the plot, in the band; labels near the right edge end at the line instead of starting there.
         let at_x = if px + w + 4 > width { px - w + 4 } else { px - 4 };
         let row = (marks.len().min(3) - 1 - k % 3) as i32;
-        let at_y = top - 16 - 14 * row;
+        let at_y = top - 18 - 15 * row;
         root.draw(&Text::new(label, (at_x.max(0), at_y), mark_font.clone())).map_err(err)?;
     }
     for (points, color) in [(assistant, ASSISTANT), (user, USER)] {
@@ -899,7 +908,7 @@ fn draw_heatmap<DB: DrawingBackend>(
         .x_label_formatter(&tick)
         .y_label_formatter(&tick)
         .label_style(axis_font())
-        .axis_desc_style((FAMILY, 13))
+        .axis_desc_style(font(13))
         .draw()
         .map_err(err)?;
     // Colors come in HEAT_LEVELS steps and equal neighbours in a row become one rectangle: a looping conversation
@@ -941,7 +950,7 @@ fn draw_heatmap<DB: DrawingBackend>(
         .disable_x_axis()
         .y_labels(6)
         .y_label_formatter(&|v| format!("{v:.1}"))
-        .label_style((FAMILY, 12).into_font().color(&AXIS))
+        .label_style(font(12).color(&AXIS))
         .draw()
         .map_err(err)?;
     scale
@@ -1018,6 +1027,44 @@ mod tests {
             let svg = fig.svg().unwrap();
             assert!(svg.starts_with("<svg"), "{svg}");
         }
+    }
+
+    #[test]
+    fn ticks_are_round_and_whole_for_counts() {
+        // A short curve gets whole turns, never 0.5.
+        assert_eq!(round_ticks(3.2, 10, true), (vec![0.0, 1.0, 2.0, 3.0, 4.0], 4.0));
+        assert_eq!(round_ticks(0.3, 10, true), (vec![0.0, 1.0], 1.0));
+        // Characters: 0/500/1000…, not 0/400/900.
+        let (ticks, end) = round_ticks(1900.0, 8, true);
+        assert_eq!((ticks[1], end), (500.0, 2000.0));
+        assert_eq!(round_ticks(0.37, 8, false).0[1], 0.05);
+    }
+
+    #[test]
+    fn bands_error_bars_and_marks_are_drawn() {
+        let band = |x: f64, s: f64| BandPoint { x, survival: s, low: s - 0.2, high: (s + 0.1).min(1.0) };
+        let onset = Figure::Onset {
+            x_label: "turns".into(),
+            integer: true,
+            curves: vec![Curve { set: 0, points: vec![band(0.0, 1.0), band(2.0, 0.6), band(5.0, 0.4)] }],
+            legend: vec![LegendEntry { label: "a".into(), note: "breaks later".into(), significant: true }],
+        };
+        let svg = onset.svg().unwrap();
+        assert!(svg.contains("<polygon") && svg.contains("0.14"), "no shaded band: {svg}");
+        assert!(svg.contains("★ breaks later"), "the legend says it in words");
+        let whisker = |e: f64, significant| Some(Whisker { estimate: e, low: e - 0.1, high: e + 0.1, significant });
+        let forest = Figure::Forest {
+            x_label: "share".into(),
+            percent: true,
+            rows: vec![ForestRow {
+                name: "single_turn_loop".into(),
+                values: vec![whisker(0.5, false), whisker(0.2, true)],
+            }],
+            legend: vec![],
+        };
+        let svg = forest.svg().unwrap();
+        assert_eq!(svg.matches('★').count(), 1, "one significant difference, one mark");
+        assert!(svg.contains("single turn loop") && svg.contains("100%"), "{svg}");
     }
 
     #[test]

@@ -479,12 +479,13 @@ fn fmt_p(p: f64) -> String {
     }
 }
 
-/// "18 (12–25)": a median survival time with its interval, "not reached" where the curve stays above one half.
-fn fmt_median(m: &MedianSurvival) -> String {
+/// "median 18 tokens (12–25)": a median survival time with its interval, "not reached" where the curve (or a
+/// band's edge) stays above one half.
+fn fmt_median(m: &MedianSurvival, unit: &str) -> String {
     let t = |v: Option<f64>| v.map_or_else(|| "not reached".to_string(), |v| format!("{v:.0}"));
     match m.estimate {
-        None => "not reached".into(),
-        Some(_) => format!("{} ({}–{})", t(m.estimate), t(m.low), t(m.high)),
+        None => "median not reached".into(),
+        Some(_) => format!("median {} {unit} ({}–{})", t(m.estimate), t(m.low), t(m.high)),
     }
 }
 
@@ -618,7 +619,7 @@ fn figures(sets: &[RunSet], split: bool, overview: &Overview, shown: &[String]) 
                 note: c
                     .median_first_break_tokens
                     .as_ref()
-                    .map_or_else(|| "no tokens recorded".into(), |m| format!("median {} tokens", fmt_median(m))),
+                    .map_or_else(|| "no tokens recorded".into(), |m| fmt_median(m, "tokens")),
                 significant: false,
             })
             .collect();
