@@ -381,9 +381,12 @@ const LEGEND_LINE: i32 = 17;
 const LEGEND_TOP: i32 = 16;
 const LEGEND_GAP: i32 = 5;
 
-/// `text` cut with an ellipsis to fit `width` pixels in `font` (measured with the embedded font).
-fn fit<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, text: &str, font: &TextStyle<'_>, width: u32) -> String {
-    let fits = |t: &str| area.estimate_text_size(t, font).map_or(true, |(w, _)| w <= width);
+/// `text` cut with an ellipsis to fit `width` pixels at `px` pixels as the page shows it (measured with the
+/// embedded font; a `--png` chart draws its text 1.24 times larger, see [`SVG_FONT_SCALE`], and may cut it at the
+/// image's edge).
+fn fit<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, text: &str, px: f64, width: u32) -> String {
+    let measure: TextStyle<'_> = (FAMILY, px).into_font().into();
+    let fits = |t: &str| area.estimate_text_size(t, &measure).map_or(true, |(w, _)| w <= width);
     if fits(text) {
         return text.to_string();
     }
@@ -432,13 +435,13 @@ fn draw_legend<DB: DrawingBackend>(
         }
         .map_err(err)?;
         // Numbered like the page's legend, so a cut label is still identified.
-        let label = fit(&side, &format!("{}. {}", i + 1, entry.label), &text, width);
+        let label = fit(&side, &format!("{}. {}", i + 1, entry.label), LEGEND_FONT, width);
         side.draw(&Text::new(label, (34, y - 8), text.clone())).map_err(err)?;
         y += LEGEND_LINE;
         if !entry.note.is_empty() {
             let (note, style) =
                 if entry.significant { (format!("★ {}", entry.note), &alert) } else { (entry.note.clone(), &muted) };
-            side.draw(&Text::new(fit(&side, &note, style, width), (34, y - 8), style.clone())).map_err(err)?;
+            side.draw(&Text::new(fit(&side, &note, LEGEND_FONT, width), (34, y - 8), style.clone())).map_err(err)?;
             y += LEGEND_LINE;
         }
         y += LEGEND_GAP;
