@@ -10,6 +10,10 @@
 //!   onset curve uses this same [`observation`]): a conversation whose first onset is assistant turn k (0-based,
 //!   as `analyze` prints it) had k clean assistant turns before it broke; one without is censored at its number
 //!   of assistant turns (Kaplan–Meier, median with its interval);
+//! - time to first break by tokens counts the tokens generated (both speakers, as the transcript's
+//!   `tokens_so_far` counts them) before the turn where the earliest onset begins ([`token_observation`]); one
+//!   without a break is censored at its total tokens. Only folders where every conversation records tokens get
+//!   it;
 //! - each folder is compared with the baseline (the first folder unless chosen): per phenomenon Fisher's exact
 //!   test of the "either speaker" rates, and a log-rank test of the time to first break; the p-values of all
 //!   comparisons are Holm-adjusted together, and "significant" means adjusted p < [`stats::ALPHA`].
@@ -70,6 +74,10 @@ pub struct DirConfidence {
     pub first_break: KaplanMeier,
     /// Its median with the interval.
     pub median_first_break: MedianSurvival,
+    /// Kaplan–Meier curve of the first break by tokens consumed; `None` unless every conversation records tokens.
+    pub first_break_tokens: Option<KaplanMeier>,
+    /// Its median with the interval, in tokens.
+    pub median_first_break_tokens: Option<MedianSurvival>,
     /// The observations behind `first_break`, for the log-rank test.
     #[serde(skip)]
     pub observations: Vec<Observation>,
@@ -83,6 +91,31 @@ pub fn observation(c: &ConversationAnalysis) -> Observation {
         Some(k) => Observation { time: k as f64, event: true },
         None => Observation { time: c.assistant_turns as f64, event: false },
     }
+}
+
+/// A conversation's time to its first break in tokens consumed (the earliest onset of any detected phenomenon,
+/// either speaker), or censored at its total tokens; `None` when its format records no tokens.
+#[must_use]
+pub fn token_observation(c: &ConversationAnalysis) -> Option<Observation> {
+    if c.first_onset.is_some() {
+        let onset = c
+            .detectors
+            .values()
+            .flat_map(|d| [&d.assistant, &d.user])
+            .filter(|d| d.detected)
+            .filter_map(|d| d.onset_tokens)
+            .min()?;
+        Some(Observation { time: onset as f64, event: true })
+    } else {
+        c.total_tokens.map(|t| Observation { time: t as f64, event: false })
+    }
+}
+
+/// The token observations of `cs`, when every one of them has one (and there is at least one).
+#[must_use]
+pub fn token_observations<'a>(cs: impl IntoIterator<Item = &'a ConversationAnalysis>) -> Option<Vec<Observation>> {
+    let obs: Option<Vec<Observation>> = cs.into_iter().map(token_observation).collect();
+    obs.filter(|o| !o.is_empty())
 }
 
 /// The confidence figures of `d`.
@@ -112,6 +145,7 @@ pub fn of_conversations<'a>(dir: &str, cs: impl Iterator<Item = &'a Conversation
     let values = |f: fn(&ConversationAnalysis) -> Option<f64>| cs.iter().filter_map(|c| f(c)).collect::<Vec<f64>>();
     let observations: Vec<Observation> = cs.iter().map(|c| observation(c)).collect();
     let first_break = stats::kaplan_meier(&observations);
+    let first_break_tokens = token_observations(cs.iter().copied()).map(|o| stats::kaplan_meier(&o));
     DirConfidence {
         dir: dir.to_string(),
         observations,
@@ -122,6 +156,8 @@ pub fn of_conversations<'a>(dir: &str, cs: impl Iterator<Item = &'a Conversation
         tokens_per_s: stats::bootstrap_mean(&values(|c| c.tokens_per_s), BOOTSTRAP_SEED),
         median_first_break: first_break.median(),
         first_break,
+        median_first_break_tokens: first_break_tokens.as_ref().map(KaplanMeier::median),
+        first_break_tokens,
     }
 }
 
@@ -281,6 +317,39 @@ mod tests {
         let n = sample_sizes(&confs, 0);
         assert_eq!(n.len(), 1);
         assert!(n[0].1.unwrap() < 10);
+    }
+
+    #[test]
+    fn time_to_first_break_by_tokens_where_every_conversation_records_them() {
+        let with_tokens = |onset: Option<usize>, tokens: u64| {
+            let mut c = conv(onset, 10);
+            c.total_tokens = Some(tokens);
+            if let Some(d) = c.detectors.get_mut("single_turn_loop") {
+                d.assistant.onset_tokens = Some(tokens / 2);
+            }
+            c
+        };
+        // Breaks after 100, 200 and 300 tokens; one healthy to its end at 1000 tokens.
+        let d = dir(
+            "t",
+            vec![
+                with_tokens(Some(1), 200),
+                with_tokens(Some(2), 400),
+                with_tokens(Some(3), 600),
+                with_tokens(None, 1000),
+            ],
+        );
+        let conf = of_dir(&d);
+        assert_eq!(token_observation(&d.conversations[3]), Some(Observation { time: 1000.0, event: false }));
+        let km = conf.first_break_tokens.as_ref().unwrap();
+        assert_eq!(km.steps.iter().map(|s| s.time).collect::<Vec<_>>(), [100.0, 200.0, 300.0, 1000.0]);
+        // S = 3/4, 1/2, 1/4: the median is the first time at or below one half.
+        assert_eq!(conf.median_first_break_tokens.unwrap().estimate, Some(200.0));
+        let json = serde_json::to_value(&conf).unwrap();
+        assert_eq!(json["median_first_break_tokens"]["estimate"], 200.0);
+        // A conversation without tokens (a chat JSON) leaves the folder without the token curve.
+        let mixed = dir("m", vec![with_tokens(Some(1), 200), conv(None, 4)]);
+        assert!(of_dir(&mixed).first_break_tokens.is_none());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::confidence::{self, Comparison, DirConfidence};
 use super::dir::{DirAnalysis, ANALYSIS_VERSION};
-use super::stats::Interval;
+use super::stats::{Interval, MedianSurvival};
 use super::{detectors, ConversationAnalysis, Detection, Metrics};
 
 /// The `--json` document.
@@ -82,8 +82,57 @@ fn metric_values(m: &Metrics) -> Vec<String> {
     v
 }
 
+/// The folder-level columns of the CSV: each folder's figures from [`confidence`] with their 95% intervals,
+/// repeated on every row of the folder so that the file stays one tidy table (group by `dir` to get one row per
+/// folder). Estimate, `_low`, `_high`; empty where there is none (or "not reached" for a median).
+fn folder_columns() -> Vec<String> {
+    let mut cols = vec!["dir_conversations".to_string()];
+    let mut triple = |name: &str| {
+        for suffix in ["", "_low", "_high"] {
+            cols.push(format!("dir_{name}{suffix}"));
+        }
+    };
+    triple("broken_rate");
+    for name in detectors::names() {
+        triple(&format!("{name}_rate"));
+    }
+    for name in [
+        "mean_loop_density",
+        "mean_response_length",
+        "mean_tokens_per_s",
+        "median_first_break_turns",
+        "median_first_break_tokens",
+    ] {
+        triple(name);
+    }
+    cols
+}
+
+fn folder_values(conf: &DirConfidence) -> Vec<String> {
+    let interval = |i: Option<Interval>| match i {
+        Some(i) => vec![i.estimate.to_string(), i.low.to_string(), i.high.to_string()],
+        None => vec![String::new(); 3],
+    };
+    let median = |m: Option<MedianSurvival>| match m {
+        Some(m) => vec![opt(m.estimate), opt(m.low), opt(m.high)],
+        None => vec![String::new(); 3],
+    };
+    let mut v = vec![conf.broken.of.to_string()];
+    v.extend(interval(conf.broken.interval));
+    for name in detectors::names() {
+        v.extend(interval(conf.rates.iter().find(|(n, _)| n == name).and_then(|(_, r)| r.any.interval)));
+    }
+    v.extend(interval(conf.loop_density));
+    v.extend(interval(conf.response_length));
+    v.extend(interval(conf.tokens_per_s));
+    v.extend(median(Some(conf.median_first_break)));
+    v.extend(median(conf.median_first_break_tokens));
+    v
+}
+
 /// Renders one CSV row per conversation, with a header row. Detector columns per speaker: detected, onset
-/// (empty when not detected) and severity; then the standard metrics per speaker.
+/// (empty when not detected) and severity; then the standard metrics per speaker; then the folder's figures with
+/// their 95% intervals ([`folder_columns`]: rates Wilson, means bootstrap, medians Kaplan–Meier).
 #[must_use]
 pub fn render_csv(dirs: &[DirAnalysis]) -> String {
     let mut header: Vec<String> = [
@@ -115,9 +164,11 @@ pub fn render_csv(dirs: &[DirAnalysis]) -> String {
     }
     header.extend(metric_columns("assistant"));
     header.extend(metric_columns("user"));
+    header.extend(folder_columns());
     let mut out = header.join(",");
     out.push('\n');
     for d in dirs {
+        let folder = folder_values(&confidence::of_dir(d));
         for c in &d.conversations {
             let mut row = vec![
                 csv_field(&d.dir),
@@ -146,6 +197,7 @@ pub fn render_csv(dirs: &[DirAnalysis]) -> String {
             }
             row.extend(metric_values(&c.metrics.assistant));
             row.extend(metric_values(&c.metrics.user));
+            row.extend(folder.iter().cloned());
             out.push_str(&row.join(","));
             out.push('\n');
         }
@@ -223,9 +275,12 @@ pub fn render_table(dirs: &[DirAnalysis], baseline: usize) -> String {
         }
         let mb = conf.median_first_break;
         let turn = |t: Option<f64>| t.map_or_else(|| "not reached".to_string(), |t| format!("{t:.0}"));
+        let tokens = conf
+            .median_first_break_tokens
+            .map_or_else(String::new, |m| format!(", {} tokens ({}–{})", turn(m.estimate), turn(m.low), turn(m.high)));
         let _ = writeln!(
             out,
-            "  95% intervals: loop density {}; response {} characters; first break: median {} turns ({}–{})",
+            "  95% intervals: loop density {}; response {} characters; first break: median {} turns ({}–{}){tokens}",
             mean_interval(conf.loop_density, 3),
             mean_interval(conf.response_length, 1),
             turn(mb.estimate),
@@ -275,7 +330,8 @@ pub fn render_table(dirs: &[DirAnalysis], baseline: usize) -> String {
         let _ = writeln!(
             out,
             "\nRates count conversations (Wilson 95% interval in brackets); means count conversations (seeded \
-             bootstrap 95%); first break counts assistant turns (Kaplan-Meier, censored at the last turn)."
+             bootstrap 95%); first break counts assistant turns, and tokens generated where recorded (Kaplan-Meier, \
+             censored at the end)."
         );
     }
     out
@@ -321,6 +377,25 @@ mod tests {
         assert!(lines[1].starts_with("runs,\"runs/a,b.json\",chat_json,true,2,1,1,"), "{}", lines[1]);
         // The quoted field holds one comma.
         assert_eq!(lines[1].split(',').count(), cols + 1);
+    }
+
+    #[test]
+    fn csv_carries_each_folders_intervals() {
+        let csv = render_csv(&dirs());
+        let lines: Vec<&str> = csv.lines().collect();
+        let header: Vec<&str> = lines[0].split(',').collect();
+        let row_line = lines[1].replace("\"runs/a,b.json\"", "x");
+        let row: Vec<&str> = row_line.split(',').collect();
+        let at = |name: &str| row[header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("no {name}"))];
+        assert_eq!(header.len(), row.len());
+        assert_eq!(at("dir_conversations"), "1");
+        // One conversation, none broken: 0% with the Wilson interval 0–79%.
+        assert_eq!(at("dir_broken_rate"), "0");
+        let high: f64 = at("dir_broken_rate_high").parse().unwrap();
+        assert!((high - 0.7935).abs() < 1e-3, "{high}");
+        assert!(!at("dir_mean_loop_density_low").is_empty() && !at("dir_single_turn_loop_rate_high").is_empty());
+        // The median first break is not reached: empty, as in the JSON's null.
+        assert_eq!(at("dir_median_first_break_turns"), "");
     }
 
     /// One onset definition: the first onset shown in the table, `--json`, `--csv` and the report's onset-curve
@@ -370,7 +445,8 @@ mod tests {
             .filter_map(|w| w.rsplit_once('@').and_then(|(_, k)| k.parse::<usize>().ok()))
             .min();
         assert_eq!(earliest, Some(onset), "{table}");
-        assert_eq!(crate::report::turn_observation(&a), (onset as f64, true));
+        let o = super::confidence::observation(&a);
+        assert_eq!((o.time, o.event), (onset as f64, true));
     }
 
     #[test]

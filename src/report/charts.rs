@@ -14,6 +14,7 @@
 use std::sync::Once;
 
 use anyhow::{anyhow, Result};
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle, RGBColor};
@@ -124,13 +125,59 @@ pub struct ScatterPoint {
     pub link: String,
 }
 
+/// One step of a Kaplan–Meier curve with its 95% band (log-log Greenwood, from `analysis::stats`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BandPoint {
+    /// Turns or tokens.
+    pub x: f64,
+    /// Share still free of any detection just after `x`.
+    pub survival: f64,
+    /// Lower end of its 95% band.
+    pub low: f64,
+    /// Upper end of its 95% band.
+    pub high: f64,
+}
+
 /// One Kaplan–Meier step curve of an onset chart.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Curve {
     /// Run set index (for the style).
     pub set: usize,
-    /// Step points `(x, fraction still free)`, starting at `(0, 1)`.
-    pub points: Vec<(f64, f64)>,
+    /// Steps, starting at `(0, 1)` with an empty band.
+    pub points: Vec<BandPoint>,
+}
+
+/// One run set's entry in a chart legend.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LegendEntry {
+    /// The run set's label.
+    pub label: String,
+    /// A second line under the label (the test against the baseline in words); empty for none.
+    pub note: String,
+    /// Whether the note states a significant difference (drawn with a ★, in the alert color).
+    pub significant: bool,
+}
+
+/// One interval of a forest plot: an estimate with its 95% interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Whisker {
+    /// The estimate (rate or mean).
+    pub estimate: f64,
+    /// Lower end of the 95% interval.
+    pub low: f64,
+    /// Upper end.
+    pub high: f64,
+    /// Significantly different from the baseline (after Holm's adjustment): marked with a ★.
+    pub significant: bool,
+}
+
+/// One row of a forest plot: a measure, with one interval per run set (`None`: the set has no value).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForestRow {
+    /// The measure (a phenomenon, "any").
+    pub name: String,
+    /// Per run set, in run-set order.
+    pub values: Vec<Option<Whisker>>,
 }
 
 /// A histogram's bins.
@@ -140,6 +187,8 @@ pub struct Bins {
     pub labels: Vec<String>,
     /// Share of the run set's items in each bin, in [0, 1].
     pub shares: Vec<f64>,
+    /// The x ticks: a position in bins (bin `i` spans `i..i+1`) and its round label.
+    pub ticks: Vec<(f64, String)>,
 }
 
 /// A detected phenomenon marked on a timeline.
@@ -158,17 +207,30 @@ pub enum Figure {
     Scatter {
         /// Points of each run set, in run-set order.
         sets: Vec<Vec<ScatterPoint>>,
-        /// Run-set labels for the legend beside the plot (empty: no legend).
-        legend: Vec<String>,
+        /// Run-set entries for the legend beside the plot (empty: no legend).
+        legend: Vec<LegendEntry>,
     },
     /// Fraction of conversations still free of any detection, against turns or tokens.
     Onset {
         /// The x axis' description.
         x_label: String,
+        /// Whether x counts whole things (turns): integer ticks only.
+        integer: bool,
         /// One curve per run set that has the data.
         curves: Vec<Curve>,
-        /// Run-set labels for the legend beside the plot (empty: no legend).
-        legend: Vec<String>,
+        /// Run-set entries for the legend beside the plot (empty: no legend).
+        legend: Vec<LegendEntry>,
+    },
+    /// Intervals (error bars) of one measure per row, one per run set, significant differences marked.
+    Forest {
+        /// The x axis' description.
+        x_label: String,
+        /// Values are shares, shown as percentages on a 0–100% axis.
+        percent: bool,
+        /// The rows, top to bottom.
+        rows: Vec<ForestRow>,
+        /// Run-set entries for the legend beside the plot (empty: no legend).
+        legend: Vec<LegendEntry>,
     },
     /// A histogram of one run set.
     Histogram {
@@ -223,14 +285,25 @@ const USER: RGBColor = RGBColor(0xff, 0x7f, 0x0e);
 const ALERT: RGBColor = RGBColor(0xc0, 0x1c, 0x28);
 
 impl Figure {
-    /// Size in pixels.
+    /// Size in pixels. Charts with a legend grow to fit it, so the legend is never squeezed or cut short.
     #[must_use]
     pub fn size(&self) -> (u32, u32) {
+        let legend_height = |legend: &[LegendEntry]| {
+            let lines: usize = legend.iter().map(|e| if e.note.is_empty() { 1 } else { 2 }).sum();
+            (LEGEND_TOP + LEGEND_LINE * lines as i32 + LEGEND_GAP * legend.len() as i32 + 10) as u32
+        };
         match self {
-            Figure::Scatter { .. } => (1000, 480),
-            Figure::Onset { .. } => (1000, 420),
+            Figure::Scatter { legend, .. } => (1000, 480.max(legend_height(legend))),
+            Figure::Onset { legend, .. } => (1000, 420.max(legend_height(legend))),
+            Figure::Forest { rows, legend, .. } => {
+                let sets = rows.iter().map(|r| r.values.len()).max().unwrap_or(1).max(1);
+                let plot = 80 + rows.len() * (sets * FOREST_SLOT as usize + FOREST_ROW_GAP as usize);
+                // Without a legend it is one of a row of small charts (the means).
+                let width = if legend.is_empty() { 400 } else { 1000 };
+                (width, (plot as u32).max(legend_height(legend)).max(120))
+            }
             Figure::Histogram { .. } => (360, 220),
-            Figure::Timeline { .. } => (700, 280),
+            Figure::Timeline { marks, .. } => (700, 280 + timeline_band(marks.len()) as u32),
             Figure::Heatmap { .. } => (420, 380),
         }
     }
@@ -279,9 +352,13 @@ impl Figure {
                 let plot = draw_legend(root, legend, false)?;
                 draw_scatter(&plot, sets)
             }
-            Figure::Onset { x_label, curves, legend } => {
+            Figure::Onset { x_label, integer, curves, legend } => {
                 let plot = draw_legend(root, legend, true)?;
-                draw_onset(&plot, x_label, curves).map(|()| Vec::new())
+                draw_onset(&plot, x_label, *integer, curves).map(|()| Vec::new())
+            }
+            Figure::Forest { x_label, percent, rows, legend } => {
+                let plot = draw_legend(root, legend, false)?;
+                draw_forest(&plot, x_label, *percent, rows).map(|()| Vec::new())
             }
             Figure::Histogram { x_label, set, bins, y_max } => {
                 draw_histogram(root, x_label, *set, bins, *y_max).map(|()| Vec::new())
@@ -294,46 +371,80 @@ impl Figure {
     }
 }
 
-/// Width of the legend panel beside a scatter or onset plot.
-const LEGEND_WIDTH: u32 = 330;
-/// The most characters of a run-set label in a chart legend (the page's legend has them whole).
-const LEGEND_CHARS: usize = 52;
+/// Width of the legend panel beside a scatter, onset or forest plot: outside the plot area, so it never covers
+/// data.
+const LEGEND_WIDTH: u32 = 340;
+/// Legend text size in pixels: readable at 100% zoom (the page shows the charts at their own size).
+const LEGEND_FONT: f64 = 13.0;
+/// Height of one legend line, first line's baseline offset, and the gap between entries.
+const LEGEND_LINE: i32 = 17;
+const LEGEND_TOP: i32 = 16;
+const LEGEND_GAP: i32 = 5;
 
-/// Draws the run-set legend in a panel on the right and returns the area left for the plot.
+/// `text` cut with an ellipsis to fit `width` pixels at `px` pixels as the page shows it (measured with the
+/// embedded font; a `--png` chart draws its text 1.24 times larger, see [`SVG_FONT_SCALE`], and may cut it at the
+/// image's edge).
+fn fit<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, text: &str, px: f64, width: u32) -> String {
+    let measure: TextStyle<'_> = (FAMILY, px).into_font().into();
+    let fits = |t: &str| area.estimate_text_size(t, &measure).map_or(true, |(w, _)| w <= width);
+    if fits(text) {
+        return text.to_string();
+    }
+    let chars: Vec<char> = text.chars().collect();
+    let (mut lo, mut hi) = (0, chars.len());
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        let cut: String = chars[..mid].iter().chain(std::iter::once(&'…')).collect();
+        if fits(&cut) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    chars[..lo].iter().chain(std::iter::once(&'…')).collect()
+}
+
+/// Draws the run-set legend in a panel on the right and returns the area left for the plot. Each entry is the
+/// set's number and label and, under it, its note (the test against the baseline, ★ when significant).
 fn draw_legend<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
-    labels: &[String],
+    entries: &[LegendEntry],
     lines: bool,
 ) -> Result<DrawingArea<DB, Shift>> {
-    if labels.is_empty() {
+    if entries.is_empty() {
         return Ok(root.clone());
     }
     let (plot, side) = root.split_horizontally(root.dim_in_pixel().0.saturating_sub(LEGEND_WIDTH));
-    let row = (((root.dim_in_pixel().1 as usize).saturating_sub(40) / labels.len().max(1)).clamp(10, 18)) as i32;
-    let font = (FAMILY, if row < 14 { 10 } else { 11 }).into_font().color(&RGBColor(0x33, 0x33, 0x33));
-    for (i, label) in labels.iter().enumerate() {
+    let text = font(LEGEND_FONT).color(&RGBColor(0x22, 0x22, 0x22));
+    let muted = font(LEGEND_FONT).color(&AXIS);
+    let alert = font(LEGEND_FONT).color(&ALERT);
+    let width = LEGEND_WIDTH - 40;
+    let mut y = LEGEND_TOP;
+    for (i, entry) in entries.iter().enumerate() {
         let style = set_style(i);
-        let y = 24 + row * i as i32;
         if lines {
-            side.draw(&PathElement::new([(2, y), (24, y)], style.color.stroke_width(2))).map_err(err)?;
+            side.draw(&PathElement::new([(4, y), (26, y)], style.color.stroke_width(2))).map_err(err)?;
         }
         let fill = style.color.mix(0.85).filled();
-        let at = (13, y);
+        let at = (15, y);
         match style.shape {
             Shape::Circle => side.draw(&Circle::new(at, 4, fill)),
             Shape::Triangle => side.draw(&TriangleMarker::new(at, 5, fill)),
-            Shape::Square => side.draw(&Rectangle::new([(9, y - 4), (17, y + 4)], fill)),
+            Shape::Square => side.draw(&Rectangle::new([(11, y - 4), (19, y + 4)], fill)),
             Shape::Cross => side.draw(&Cross::new(at, 4, style.color.stroke_width(2))),
         }
         .map_err(err)?;
         // Numbered like the page's legend, so a cut label is still identified.
-        let label = format!("{}. {label}", i + 1);
-        let text: String = if label.chars().count() > LEGEND_CHARS {
-            label.chars().take(LEGEND_CHARS - 1).chain(std::iter::once('…')).collect()
-        } else {
-            label
-        };
-        side.draw(&Text::new(text, (30, y - 7), font.clone())).map_err(err)?;
+        let label = fit(&side, &format!("{}. {}", i + 1, entry.label), LEGEND_FONT, width);
+        side.draw(&Text::new(label, (34, y - 8), text.clone())).map_err(err)?;
+        y += LEGEND_LINE;
+        if !entry.note.is_empty() {
+            let (note, style) =
+                if entry.significant { (format!("★ {}", entry.note), &alert) } else { (entry.note.clone(), &muted) };
+            side.draw(&Text::new(fit(&side, &note, LEGEND_FONT, width), (34, y - 8), style.clone())).map_err(err)?;
+            y += LEGEND_LINE;
+        }
+        y += LEGEND_GAP;
     }
     Ok(plot)
 }
@@ -349,8 +460,74 @@ fn tick(v: &f64) -> String {
     }
 }
 
+/// Round tick positions from 0 to at least `max`: a step of 1, 2 or 5 × 10^k giving at most `most` + 1 ticks
+/// (never below 1 when `integer`: turns and messages are whole). Returns the ticks and the axis end (the last
+/// tick), so the axis ends on a labelled value.
+#[must_use]
+pub fn round_ticks(max: f64, most: usize, integer: bool) -> (Vec<f64>, f64) {
+    let max = if max.is_finite() && max > 0.0 { max } else { 1.0 };
+    let rough = max / most.max(1) as f64;
+    let magnitude = 10f64.powf(rough.log10().floor());
+    let mut step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * magnitude).find(|s| *s >= rough).unwrap_or(rough);
+    if integer {
+        step = step.max(1.0).round();
+    }
+    let count = (max / step - 1e-9).ceil().max(1.0) as usize;
+    let ticks: Vec<f64> = (0..=count).map(|k| k as f64 * step).collect();
+    let end = ticks.last().copied().unwrap_or(max);
+    (ticks, end)
+}
+
+/// A linear `f64` axis whose ticks are exactly the given ones (plotters' own choice gives 0.5-turn ticks on a
+/// short curve and 0/400/900 under bins).
+#[derive(Debug, Clone)]
+struct Ticked {
+    start: f64,
+    end: f64,
+    ticks: Vec<f64>,
+}
+
+fn ticked(range: std::ops::Range<f64>, ticks: Vec<f64>) -> Ticked {
+    Ticked { start: range.start, end: range.end, ticks }
+}
+
+impl Ranged for Ticked {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        let span = self.end - self.start;
+        if span == 0.0 || !span.is_finite() {
+            return (limit.0 + limit.1) / 2;
+        }
+        let share = (value - self.start) / span;
+        limit.0 + (f64::from(limit.1 - limit.0) * share + 1e-3).floor() as i32
+    }
+
+    fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        // Only bold points: no light grid between the ticks.
+        if hint.weight().allow_light_points() && hint.max_num_points() > 0 {
+            return Vec::new();
+        }
+        self.ticks.clone()
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.start..self.end
+    }
+}
+
+/// plotters' SVG backend writes `font-size` as the size divided by 1.24 (points to pixels, as it reckons); sizes
+/// here are the pixels a reader gets in the page, so they are multiplied back.
+const SVG_FONT_SCALE: f64 = 1.24;
+
+/// The chart font at `px` pixels as the page shows it.
+fn font(px: impl Into<f64>) -> FontDesc<'static> {
+    (FAMILY, px.into() * SVG_FONT_SCALE).into_font()
+}
+
 fn axis_font() -> TextStyle<'static> {
-    (FAMILY, 13).into_font().color(&AXIS)
+    font(13).color(&AXIS)
 }
 
 /// Upper end of an axis: a little above the data, never zero.
@@ -362,12 +539,8 @@ fn nice_max(max: f64, floor: f64) -> f64 {
     }
 }
 
-fn draw_marker<DB: DrawingBackend>(
-    chart: &mut ChartContext<
-        '_,
-        DB,
-        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
-    >,
+fn draw_marker<DB: DrawingBackend, X: Ranged<ValueType = f64>, Y: Ranged<ValueType = f64>>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<X, Y>>,
     at: (f64, f64),
     style: SetStyle,
 ) -> Result<()> {
@@ -388,12 +561,12 @@ type Hover = Vec<(i32, i32, String, String)>;
 fn draw_scatter<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, sets: &[Vec<ScatterPoint>]) -> Result<Hover> {
     let all = sets.iter().flatten();
     let x_max = nice_max(all.clone().map(|p| p.loop_density).fold(0.0, f64::max), 0.1);
-    let y_max = nice_max(all.map(|p| p.avg_response_length).fold(0.0, f64::max), 10.0);
+    let (y_ticks, y_max) = round_ticks(all.map(|p| p.avg_response_length).fold(0.0, f64::max).max(10.0), 8, true);
     let mut chart = ChartBuilder::on(root)
         .margin(14)
         .x_label_area_size(44)
         .y_label_area_size(64)
-        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+        .build_cartesian_2d(0.0..x_max, ticked(0.0..y_max, y_ticks))
         .map_err(err)?;
     chart
         .configure_mesh()
@@ -405,7 +578,7 @@ fn draw_scatter<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, sets: &[Vec<S
         .x_label_formatter(&tick)
         .y_label_formatter(&tick)
         .label_style(axis_font())
-        .axis_desc_style((FAMILY, 14))
+        .axis_desc_style(font(14))
         .draw()
         .map_err(err)?;
     let mut hover = Vec::new();
@@ -424,13 +597,32 @@ fn draw_scatter<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, sets: &[Vec<S
     Ok(hover)
 }
 
-fn draw_onset<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, x_label: &str, curves: &[Curve]) -> Result<()> {
-    let x_max = nice_max(curves.iter().flat_map(|c| c.points.iter().map(|p| p.0)).fold(0.0, f64::max), 1.0);
+/// Step coordinates of a curve: horizontal to each step's time, then down (or up) to its value.
+fn steps(points: &[BandPoint], value: impl Fn(&BandPoint) -> f64) -> Vec<(f64, f64)> {
+    let mut out = Vec::with_capacity(points.len() * 2);
+    for (k, p) in points.iter().enumerate() {
+        if k > 0 {
+            out.push((p.x, value(&points[k - 1])));
+        }
+        out.push((p.x, value(p)));
+    }
+    out
+}
+
+fn draw_onset<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    x_label: &str,
+    integer: bool,
+    curves: &[Curve],
+) -> Result<()> {
+    let x_data = curves.iter().flat_map(|c| c.points.iter().map(|p| p.x)).fold(0.0, f64::max);
+    let (x_ticks, x_max) = round_ticks(x_data.max(1.0), 10, integer);
+    let y_ticks: Vec<f64> = (0..=5).map(|k| f64::from(k) * 0.2).collect();
     let mut chart = ChartBuilder::on(root)
         .margin(14)
         .x_label_area_size(44)
         .y_label_area_size(64)
-        .build_cartesian_2d(0.0..x_max, 0.0..1.02)
+        .build_cartesian_2d(ticked(0.0..x_max, x_ticks), ticked(0.0..1.02, y_ticks))
         .map_err(err)?;
     chart
         .configure_mesh()
@@ -442,26 +634,106 @@ fn draw_onset<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, x_label: &str, 
         .y_desc("conversations still free of loops/breaks")
         .y_label_formatter(&|v| format!("{:.0}%", v * 100.0))
         .label_style(axis_font())
-        .axis_desc_style((FAMILY, 14))
+        .axis_desc_style(font(14))
         .draw()
         .map_err(err)?;
+    // Bands first, all of them, so that no band covers another set's line.
+    for curve in curves {
+        let color = set_style(curve.set).color;
+        let upper = steps(&curve.points, |p| p.high);
+        let lower = steps(&curve.points, |p| p.low);
+        let outline: Vec<(f64, f64)> = upper.iter().copied().chain(lower.iter().rev().copied()).collect();
+        if outline.len() > 2 {
+            chart.draw_series(std::iter::once(Polygon::new(outline, color.mix(0.14).filled()))).map_err(err)?;
+        }
+    }
     for curve in curves {
         let style = set_style(curve.set);
-        let mut steps = Vec::with_capacity(curve.points.len() * 2);
-        for (k, &(x, y)) in curve.points.iter().enumerate() {
-            if k > 0 {
-                steps.push((x, curve.points[k - 1].1));
-            }
-            steps.push((x, y));
-        }
         let line = style.color.stroke_width(2);
+        let points = steps(&curve.points, |p| p.survival);
         if style.dashed {
-            chart.draw_series(DashedLineSeries::new(steps, 6, 4, line)).map_err(err)?;
+            chart.draw_series(DashedLineSeries::new(points, 6, 4, line)).map_err(err)?;
         } else {
-            chart.draw_series(LineSeries::new(steps, line)).map_err(err)?;
+            chart.draw_series(LineSeries::new(points, line)).map_err(err)?;
         }
-        if let Some(&last) = curve.points.last() {
-            draw_marker(&mut chart, last, style)?;
+        if let Some(last) = curve.points.last() {
+            draw_marker(&mut chart, (last.x, last.survival), style)?;
+        }
+    }
+    Ok(())
+}
+
+/// Height of one run set's slot in a forest row, and the gap between rows, in pixels.
+const FOREST_SLOT: i32 = 13;
+const FOREST_ROW_GAP: i32 = 12;
+
+fn draw_forest<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    x_label: &str,
+    percent: bool,
+    rows: &[ForestRow],
+) -> Result<()> {
+    let sets = rows.iter().map(|r| r.values.len()).max().unwrap_or(1).max(1);
+    let data_max = rows.iter().flat_map(|r| r.values.iter().flatten()).map(|w| w.high).fold(0.0, f64::max);
+    let (x_ticks, x_max) = if percent {
+        ((0..=10).map(|k| f64::from(k) * 0.1).collect(), 1.0)
+    } else {
+        round_ticks(data_max.max(1e-6), 8, false)
+    };
+    // One unit of y per row: sets at evenly spaced offsets inside it, the gap above and below.
+    let n = rows.len().max(1) as f64;
+    let centers: Vec<f64> = (0..rows.len()).map(|r| r as f64 + 0.5).collect();
+    let names: Vec<String> = rows.iter().map(|r| r.name.replace('_', " ")).collect();
+    // A single unnamed row (one measure, said by the x label) needs no row names.
+    let names_width = if rows.len() == 1 && rows[0].name.is_empty() { 8 } else { 170 };
+    let mut chart = ChartBuilder::on(root)
+        .margin(14)
+        .margin_right(30)
+        .x_label_area_size(44)
+        .y_label_area_size(names_width)
+        .build_cartesian_2d(ticked(0.0..x_max, x_ticks), ticked(n..0.0, centers))
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(GRID)
+        .disable_y_mesh()
+        .axis_style(AXIS)
+        .x_desc(x_label)
+        .x_label_formatter(&|v| if percent { format!("{:.0}%", v * 100.0) } else { tick(v) })
+        .y_label_formatter(&|v| names.get(v.floor() as usize).cloned().unwrap_or_default())
+        .label_style(axis_font())
+        .axis_desc_style(font(14))
+        .draw()
+        .map_err(err)?;
+    for r in 1..rows.len() {
+        chart
+            .draw_series(std::iter::once(PathElement::new([(0.0, r as f64), (x_max, r as f64)], GRID)))
+            .map_err(err)?;
+    }
+    let star = font(15).color(&ALERT);
+    for (r, row) in rows.iter().enumerate() {
+        for (i, value) in row.values.iter().enumerate() {
+            let Some(w) = value else { continue };
+            if ![w.estimate, w.low, w.high].iter().all(|v| v.is_finite()) {
+                continue;
+            }
+            let y = r as f64 + 0.1 + 0.8 * (i as f64 + 0.5) / sets as f64;
+            let style = set_style(i);
+            let stroke = style.color.stroke_width(2);
+            chart.draw_series(std::iter::once(PathElement::new([(w.low, y), (w.high, y)], stroke))).map_err(err)?;
+            for end in [w.low, w.high] {
+                chart
+                    .draw_series(std::iter::once(
+                        EmptyElement::at((end, y)) + PathElement::new([(0, -4), (0, 4)], stroke),
+                    ))
+                    .map_err(err)?;
+            }
+            draw_marker(&mut chart, (w.estimate, y), style)?;
+            if w.significant {
+                let (px, py) = chart.backend_coord(&(w.high, y));
+                root.draw(&Text::new("★", (px + 4, py - 8), star.clone())).map_err(err)?;
+            }
         }
     }
     Ok(())
@@ -475,12 +747,15 @@ fn draw_histogram<DB: DrawingBackend>(
     y_max: f64,
 ) -> Result<()> {
     let n = bins.labels.len().max(1);
-    let labels = bins.labels.clone();
+    let ticks = bins.ticks.clone();
+    let positions: Vec<f64> = ticks.iter().map(|t| t.0).collect();
+    let (y_ticks, y_end) = round_ticks(y_max.max(0.05), 4, false);
     let mut chart = ChartBuilder::on(root)
         .margin(8)
-        .x_label_area_size(36)
+        .margin_right(18)
+        .x_label_area_size(40)
         .y_label_area_size(44)
-        .build_cartesian_2d(0.0..n as f64, 0.0..nice_max(y_max, 0.05))
+        .build_cartesian_2d(ticked(0.0..n as f64, positions), ticked(0.0..y_end, y_ticks))
         .map_err(err)?;
     chart
         .configure_mesh()
@@ -488,15 +763,11 @@ fn draw_histogram<DB: DrawingBackend>(
         .light_line_style(TRANSPARENT)
         .bold_line_style(GRID)
         .axis_style(AXIS)
-        .x_labels(n.min(6))
-        .x_label_formatter(&|v| {
-            let i = v.round() as usize;
-            labels.get(i).cloned().unwrap_or_default()
-        })
+        .x_label_formatter(&|v| ticks.iter().find(|t| (t.0 - v).abs() < 1e-9).map(|t| t.1.clone()).unwrap_or_default())
         .y_label_formatter(&|v| format!("{:.0}%", v * 100.0))
         .x_desc(x_label)
-        .label_style((FAMILY, 11).into_font().color(&AXIS))
-        .axis_desc_style((FAMILY, 12))
+        .label_style(font(12).color(&AXIS))
+        .axis_desc_style(font(12))
         .draw()
         .map_err(err)?;
     let color = set_style(set).color;
@@ -508,6 +779,12 @@ fn draw_histogram<DB: DrawingBackend>(
     Ok(())
 }
 
+/// Height of the band above a timeline's plot: one line for its legend, then up to three lines of detector
+/// labels, so that neither covers the data.
+fn timeline_band(marks: usize) -> i32 {
+    26 + 15 * marks.min(3) as i32
+}
+
 fn draw_timeline<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     assistant: &[(usize, usize)],
@@ -515,14 +792,18 @@ fn draw_timeline<DB: DrawingBackend>(
     marks: &[Mark],
     messages: usize,
 ) -> Result<()> {
-    let y_max = nice_max(assistant.iter().chain(user).map(|p| p.1 as f64).fold(0.0, f64::max), 10.0) * 1.1;
+    let data_max = assistant.iter().chain(user).map(|p| p.1 as f64).fold(0.0, f64::max);
+    let (y_ticks, y_max) = round_ticks(data_max.max(10.0), 6, true);
+    let (x_ticks, _) = round_ticks((messages.max(2) - 1) as f64, 12, true);
     let x_max = (messages.max(2) - 1) as f64;
+    let x_ticks: Vec<f64> = x_ticks.into_iter().filter(|t| *t <= x_max).collect();
+    let band = timeline_band(marks.len());
     let mut chart = ChartBuilder::on(root)
         .margin(10)
-        .margin_top(22)
+        .margin_top(band as u32)
         .x_label_area_size(38)
         .y_label_area_size(56)
-        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+        .build_cartesian_2d(ticked(0.0..x_max, x_ticks), ticked(0.0..y_max, y_ticks))
         .map_err(err)?;
     chart
         .configure_mesh()
@@ -534,36 +815,39 @@ fn draw_timeline<DB: DrawingBackend>(
         .x_label_formatter(&tick)
         .y_label_formatter(&tick)
         .label_style(axis_font())
-        .axis_desc_style((FAMILY, 13))
+        .axis_desc_style(font(13))
         .draw()
         .map_err(err)?;
+    // The legend: the first line of the band, left-aligned with the plot.
+    let legend_font = font(12).color(&RGBColor(0x22, 0x22, 0x22));
+    let (left, _) = chart.backend_coord(&(0.0, y_max));
+    let mut x = left;
+    for (color, name) in [(ASSISTANT, "assistant"), (USER, "user")] {
+        root.draw(&PathElement::new([(x, 12), (x + 18, 12)], color.stroke_width(2))).map_err(err)?;
+        root.draw(&Text::new(name, (x + 22, 5), legend_font.clone())).map_err(err)?;
+        x += 22 + root.estimate_text_size(name, &legend_font).map_or(60, |(w, _)| w as i32) + 18;
+    }
+    let width = root.dim_in_pixel().0 as i32;
+    let mark_font = font(12).color(&ALERT);
     for (k, mark) in marks.iter().enumerate() {
         let x = mark.message as f64;
         chart
             .draw_series(DashedLineSeries::new([(x, 0.0), (x, y_max)], 4, 3, ALERT.mix(0.7).stroke_width(1)))
             .map_err(err)?;
-        let (px, py) = chart.backend_coord(&(x, y_max));
-        let dy = 2 + 13 * (k % 3) as i32;
-        root.draw(&Text::new(format!("▶ {}", mark.name), (px + 2, py + dy), (FAMILY, 11).into_font().color(&ALERT)))
-            .map_err(err)?;
+        let (px, top) = chart.backend_coord(&(x, y_max));
+        let label = format!("▼ {}", mark.name);
+        let w = root.estimate_text_size(&label, &mark_font).map_or(120, |(w, _)| w as i32);
+        // Above the plot, in the band; labels near the right edge end at the line instead of starting there.
+        let at_x = if px + w + 4 > width { px - w + 4 } else { px - 4 };
+        let row = (marks.len().min(3) - 1 - k % 3) as i32;
+        let at_y = top - 18 - 15 * row;
+        root.draw(&Text::new(label, (at_x.max(0), at_y), mark_font.clone())).map_err(err)?;
     }
-    for (points, color, name) in [(assistant, ASSISTANT, "assistant"), (user, USER, "user")] {
+    for (points, color) in [(assistant, ASSISTANT), (user, USER)] {
         let pts: Vec<(f64, f64)> = points.iter().map(|&(x, y)| (x as f64, y as f64)).collect();
-        chart
-            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-            .map_err(err)?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
+        chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2))).map_err(err)?;
         chart.draw_series(pts.iter().map(|&p| Circle::new(p, 2, color.filled()))).map_err(err)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(GRID)
-        .label_font((FAMILY, 12))
-        .draw()
-        .map_err(err)?;
     Ok(())
 }
 
@@ -611,11 +895,12 @@ fn draw_heatmap<DB: DrawingBackend>(
 ) -> Result<()> {
     let (main, bar) = root.split_horizontally(root.dim_in_pixel().0 - 74);
     let n = (cells.len() * bin).max(1) as f64;
+    let ticks: Vec<f64> = round_ticks(n, 8, true).0.into_iter().filter(|t| *t <= n).collect();
     let mut chart = ChartBuilder::on(&main)
         .margin(10)
         .x_label_area_size(38)
         .y_label_area_size(48)
-        .build_cartesian_2d(0.0..n, n..0.0)
+        .build_cartesian_2d(ticked(0.0..n, ticks.clone()), ticked(n..0.0, ticks))
         .map_err(err)?;
     chart
         .configure_mesh()
@@ -626,7 +911,7 @@ fn draw_heatmap<DB: DrawingBackend>(
         .x_label_formatter(&tick)
         .y_label_formatter(&tick)
         .label_style(axis_font())
-        .axis_desc_style((FAMILY, 13))
+        .axis_desc_style(font(13))
         .draw()
         .map_err(err)?;
     // Colors come in HEAT_LEVELS steps and equal neighbours in a row become one rectangle: a looping conversation
@@ -668,7 +953,7 @@ fn draw_heatmap<DB: DrawingBackend>(
         .disable_x_axis()
         .y_labels(6)
         .y_label_formatter(&|v| format!("{v:.1}"))
-        .label_style((FAMILY, 11).into_font().color(&AXIS))
+        .label_style(font(12).color(&AXIS))
         .draw()
         .map_err(err)?;
     scale
@@ -695,14 +980,17 @@ mod tests {
                 vec![point(0.1, 100.0, "a.jsonl"), point(0.3, 50.0, "<b>&\"x\".log")],
                 vec![point(0.0, 0.0, "c")],
             ],
-            legend: vec!["a<&>".into(), "b".into()],
+            legend: vec![
+                LegendEntry { label: "a<&>".into(), ..LegendEntry::default() },
+                LegendEntry { label: "b".into(), note: "<i>".into(), significant: true },
+            ],
         };
         let svg = fig.svg().unwrap();
         assert_eq!(svg.matches("<title>").count(), 3);
         assert!(svg.contains("<title>&lt;b&gt;&amp;&quot;x&quot;.log</title>"), "{svg}");
         assert!(!svg.contains("<b>"));
         assert!(svg.contains("a&lt;&amp;&gt;"), "the legend is drawn and escaped");
-        assert!(svg.contains("a&lt;&amp;&gt;"), "the legend is drawn and escaped");
+        assert!(svg.contains("★ &lt;i&gt;"), "the note is drawn, marked and escaped");
         assert!(svg.trim_end().ends_with("</svg>"));
     }
 
@@ -723,19 +1011,63 @@ mod tests {
     fn empty_data_still_draws() {
         for fig in [
             Figure::Scatter { sets: vec![], legend: vec![] },
-            Figure::Onset { x_label: "turns".into(), curves: vec![], legend: vec!["only".into()] },
+            Figure::Onset {
+                x_label: "turns".into(),
+                integer: true,
+                curves: vec![],
+                legend: vec![LegendEntry { label: "only".into(), ..LegendEntry::default() }],
+            },
+            Figure::Forest { x_label: "x".into(), percent: true, rows: vec![], legend: vec![] },
             Figure::Timeline { assistant: vec![], user: vec![], marks: vec![], messages: 0 },
             Figure::Heatmap { cells: vec![], bin: 1, messages: 0 },
             Figure::Histogram {
                 x_label: "x".into(),
                 set: 3,
-                bins: Bins { labels: vec![], shares: vec![] },
+                bins: Bins { labels: vec![], shares: vec![], ticks: vec![] },
                 y_max: 0.0,
             },
         ] {
             let svg = fig.svg().unwrap();
             assert!(svg.starts_with("<svg"), "{svg}");
         }
+    }
+
+    #[test]
+    fn ticks_are_round_and_whole_for_counts() {
+        // A short curve gets whole turns, never 0.5.
+        assert_eq!(round_ticks(3.2, 10, true), (vec![0.0, 1.0, 2.0, 3.0, 4.0], 4.0));
+        assert_eq!(round_ticks(0.3, 10, true), (vec![0.0, 1.0], 1.0));
+        // Characters: 0/500/1000…, not 0/400/900.
+        let (ticks, end) = round_ticks(1900.0, 8, true);
+        assert_eq!((ticks[1], end), (500.0, 2000.0));
+        assert_eq!(round_ticks(0.37, 8, false).0[1], 0.05);
+    }
+
+    #[test]
+    fn bands_error_bars_and_marks_are_drawn() {
+        let band = |x: f64, s: f64| BandPoint { x, survival: s, low: s - 0.2, high: (s + 0.1).min(1.0) };
+        let onset = Figure::Onset {
+            x_label: "turns".into(),
+            integer: true,
+            curves: vec![Curve { set: 0, points: vec![band(0.0, 1.0), band(2.0, 0.6), band(5.0, 0.4)] }],
+            legend: vec![LegendEntry { label: "a".into(), note: "breaks later".into(), significant: true }],
+        };
+        let svg = onset.svg().unwrap();
+        assert!(svg.contains("<polygon") && svg.contains("0.14"), "no shaded band: {svg}");
+        assert!(svg.contains("★ breaks later"), "the legend says it in words");
+        let whisker = |e: f64, significant| Some(Whisker { estimate: e, low: e - 0.1, high: e + 0.1, significant });
+        let forest = Figure::Forest {
+            x_label: "share".into(),
+            percent: true,
+            rows: vec![ForestRow {
+                name: "single_turn_loop".into(),
+                values: vec![whisker(0.5, false), whisker(0.2, true)],
+            }],
+            legend: vec![],
+        };
+        let svg = forest.svg().unwrap();
+        assert_eq!(svg.matches('★').count(), 1, "one significant difference, one mark");
+        assert!(svg.contains("single turn loop") && svg.contains("100%"), "{svg}");
     }
 
     #[test]

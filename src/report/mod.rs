@@ -30,10 +30,10 @@ use serde::Serialize;
 
 use crate::analysis::confidence::{self, Comparison, DirConfidence};
 use crate::analysis::dir::Analyzed;
-use crate::analysis::stats::Interval;
-use crate::analysis::{Conversation, ConversationAnalysis};
+use crate::analysis::stats::{self, Interval, KaplanMeier, MedianSurvival};
+use crate::analysis::{Conversation, ConversationAnalysis, Detection, PerSpeaker};
 use crate::transcript::Speaker;
-use charts::{Bins, Curve, Figure, Mark, ScatterPoint};
+use charts::{BandPoint, Bins, Curve, Figure, ForestRow, LegendEntry, Mark, ScatterPoint, Whisker};
 use labels::{Facts, Variation};
 
 /// The templates, compiled into the binary so that `parrot report` works from any folder: the index page, the
@@ -179,92 +179,60 @@ fn model_name(model: &str) -> String {
     trimmed.rsplit(['/', '\\']).next().unwrap_or(trimmed).to_string()
 }
 
-/// Labels of the run sets (derived from what differs between their configs) and the variations behind them.
+/// Labels of the run sets (their folder names, then what differs between their configs; see [`labels`]) and the
+/// variations behind them.
 #[must_use]
 pub fn run_set_labels(sets: &[RunSet]) -> (Vec<String>, Vec<Variation>) {
     let facts: Vec<Facts> = sets
         .iter()
         .map(|s| labels::common_facts(&s.items.iter().map(conversation_facts).collect::<Vec<_>>()))
         .collect();
-    let names: Vec<String> = sets.iter().map(|s| folder_name(&s.dir)).collect();
-    labels::labels(&facts, &names)
+    let dirs: Vec<&str> = sets.iter().map(|s| s.dir.as_str()).collect();
+    labels::labels(&facts, &folder_names(&dirs))
 }
 
-fn folder_name(dir: &str) -> String {
-    let trimmed = dir.trim_end_matches(['/', '\\']);
-    let name = trimmed.rsplit(['/', '\\']).next().unwrap_or(trimmed);
-    if name.is_empty() {
-        dir.to_string()
-    } else {
-        name.to_string()
+/// The shortest trailing parts of the folders' paths that tell them apart: the folder (or sweep cell) name, or
+/// more of the path where two share it (`a/out`, `b/out`).
+fn folder_names(dirs: &[&str]) -> Vec<String> {
+    let parts: Vec<Vec<&str>> =
+        dirs.iter().map(|d| d.split(['/', '\\']).filter(|p| !p.is_empty() && *p != ".").collect::<Vec<_>>()).collect();
+    let suffix = |p: &[&str], k: usize| {
+        let name = p[p.len().saturating_sub(k)..].join("/");
+        if name.is_empty() {
+            String::from(".")
+        } else {
+            name
+        }
+    };
+    let longest = parts.iter().map(Vec::len).max().unwrap_or(1).max(1);
+    let mut names: Vec<String> = parts.iter().map(|p| suffix(p, 1)).collect();
+    for k in 2..=longest {
+        let clash = |i: usize, names: &[String]| names.iter().filter(|n| **n == names[i]).count() > 1;
+        let redo: Vec<usize> = (0..names.len()).filter(|&i| clash(i, &names)).collect();
+        if redo.is_empty() {
+            break;
+        }
+        for i in redo {
+            names[i] = suffix(&parts[i], k);
+        }
     }
+    names
 }
 
 fn file_name(path: &str) -> &str {
     path.rsplit(['/', '\\']).next().unwrap_or(path)
 }
 
-/// Kaplan–Meier survival estimate from `(time, event)` observations (`event = false`: censored at `time`).
-/// Returns the step points `(t, S(t))`, starting at `(0, 1)` and ending at the last observation time.
-#[must_use]
-pub fn kaplan_meier(observations: &[(f64, bool)]) -> Vec<(f64, f64)> {
-    let mut obs: Vec<(f64, bool)> = observations.iter().copied().filter(|(t, _)| t.is_finite()).collect();
-    obs.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let mut points = vec![(0.0, 1.0)];
-    let mut at_risk = obs.len() as f64;
-    let mut survival = 1.0;
-    let mut i = 0;
-    while i < obs.len() {
-        let t = obs[i].0;
-        let (mut events, mut leaving) = (0.0, 0.0);
-        while i < obs.len() && obs[i].0 == t {
-            events += f64::from(u8::from(obs[i].1));
-            leaving += 1.0;
-            i += 1;
-        }
-        if events > 0.0 && at_risk > 0.0 {
-            survival *= 1.0 - events / at_risk;
-            points.push((t, survival));
-        }
-        at_risk -= leaving;
-    }
-    if let Some(&(last, _)) = obs.last() {
-        if points.last().is_some_and(|p| p.0 < last) {
-            points.push((last, survival));
-        }
-    }
-    points
-}
-
-/// The first time at which a Kaplan–Meier curve reaches 50 % or less; `None` when it never does.
-#[must_use]
-pub fn km_median(points: &[(f64, f64)]) -> Option<f64> {
-    points.iter().find(|p| p.1 <= 0.5).map(|p| p.0)
-}
-
-/// `(turns, broke)` for the onset curve over assistant turns: the number of clean assistant turns before the
-/// first detection, which is its onset as `analyze` prints it (the 0-based index of the assistant turn where it
-/// begins, the one definition in `docs/detectors.md`); a conversation without any is censored at its number of
-/// assistant turns (all of them clean).
-pub(crate) fn turn_observation(a: &ConversationAnalysis) -> (f64, bool) {
-    let o = crate::analysis::confidence::observation(a);
-    (o.time, o.event)
-}
-
-/// `(tokens, broke)` when the format recorded tokens; `None` when it did not.
-fn token_observation(a: &ConversationAnalysis) -> Option<(f64, bool)> {
-    if a.first_onset.is_some() {
-        let onset = a
-            .detectors
-            .values()
-            .flat_map(|d| [&d.assistant, &d.user])
-            .filter(|d| d.detected)
-            .filter_map(|d| d.onset_tokens)
-            .min()?;
-        Some((onset as f64, true))
-    } else {
-        a.total_tokens.map(|t| (t as f64, false))
-    }
+/// The onset curve's points from a Kaplan–Meier estimate: `(0, 1)` with an empty band, then one per step.
+fn band_points(km: &KaplanMeier) -> Vec<BandPoint> {
+    std::iter::once(BandPoint { x: 0.0, survival: 1.0, low: 1.0, high: 1.0 })
+        .chain(km.steps.iter().map(|st| BandPoint {
+            x: st.time,
+            survival: st.survival.estimate,
+            low: st.survival.low,
+            high: st.survival.high,
+        }))
+        .collect()
 }
 
 /// Whether a phenomenon was detected in a conversation, for either speaker.
@@ -282,13 +250,22 @@ fn phenomena(sets: &[RunSet]) -> Vec<String> {
     out
 }
 
+/// The phenomena detected at least once in some run set: the table and the rates chart show these; the others
+/// are named in one line (a column of zeros per silent detector would push the table past the page's width).
+fn phenomena_shown(sets: &[RunSet]) -> Vec<String> {
+    phenomena(sets)
+        .into_iter()
+        .filter(|p| sets.iter().flat_map(|s| &s.items).any(|i| detected(&i.analysis, p)))
+        .collect()
+}
+
 fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
     let (sum, n) = values.filter(|v| v.is_finite()).fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
     (n > 0).then(|| sum / n as f64)
 }
 
 /// A table cell: the raw number (for sorting and tests) and the text shown.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct Cell {
     /// The value, when there is one.
     pub v: Option<f64>,
@@ -296,13 +273,43 @@ pub struct Cell {
     pub text: String,
     /// The 95% interval shown under it ("9–91%"), empty when there is none.
     pub ci: String,
+    /// What the interval is (its hover text): "Wilson 95% interval", "bootstrap 95% interval", ….
+    pub ci_kind: &'static str,
+    /// Significantly different from the baseline after Holm's adjustment (marked ★).
+    pub significant: bool,
 }
 
 impl Cell {
     fn num(v: Option<f64>, decimals: usize) -> Self {
         match v {
-            Some(v) => Cell { v: Some(v), text: format!("{v:.decimals$}"), ci: String::new() },
-            None => Cell { v: None, text: "—".into(), ci: String::new() },
+            Some(v) => Cell { v: Some(v), text: format!("{v:.decimals$}"), ..Cell::default() },
+            None => Cell { v: None, text: "—".into(), ..Cell::default() },
+        }
+    }
+    /// A mean with its bootstrap 95% interval beneath.
+    fn mean_interval(v: Option<f64>, interval: Option<Interval>, decimals: usize) -> Self {
+        let mut cell = Cell::num(v, decimals);
+        if let (Some(_), Some(i)) = (v, interval) {
+            cell.ci = format!("{:.decimals$}–{:.decimals$}", i.low, i.high);
+            cell.ci_kind = "bootstrap 95% interval of the mean";
+        }
+        cell
+    }
+    /// A Kaplan–Meier median with its 95% interval beneath; "not reached" when over half never broke.
+    fn median(samples: usize, m: &MedianSurvival) -> Self {
+        match m.estimate {
+            Some(v) => {
+                let t = |x: Option<f64>| x.map_or_else(|| "∞".to_string(), |x| format!("{x:.0}"));
+                Cell {
+                    v: Some(v),
+                    text: format!("{v:.0}"),
+                    ci: format!("{}–{}", t(m.low), t(m.high)),
+                    ci_kind: "95% interval (log-log Greenwood band); ∞: not reached",
+                    significant: false,
+                }
+            }
+            None if samples > 0 => Cell { v: None, text: "not reached".into(), ..Cell::default() },
+            None => Cell::num(None, 0),
         }
     }
     /// A rate with its Wilson 95% interval ("16%" over "8–29%"); the plain rate when there is no interval.
@@ -312,14 +319,16 @@ impl Cell {
                 v: Some(v),
                 text: format!("{:.0}%", v * 100.0),
                 ci: format!("{:.0}–{:.0}%", i.low * 100.0, i.high * 100.0),
+                ci_kind: "Wilson 95% interval",
+                significant: false,
             },
             _ => Cell::pct(v),
         }
     }
     fn pct(v: Option<f64>) -> Self {
         match v {
-            Some(v) => Cell { v: Some(v), text: format!("{:.0}%", v * 100.0), ci: String::new() },
-            None => Cell { v: None, text: "—".into(), ci: String::new() },
+            Some(v) => Cell { v: Some(v), text: format!("{:.0}%", v * 100.0), ..Cell::default() },
+            None => Cell { v: None, text: "—".into(), ..Cell::default() },
         }
     }
 }
@@ -339,8 +348,11 @@ pub struct SummaryRow {
     pub rates: Vec<Option<f64>>,
     /// Share of conversations with any detection.
     pub any_rate: Option<f64>,
-    /// Kaplan–Meier median of assistant turns until the first detection.
+    /// Kaplan–Meier median of assistant turns until the first detection, with its 95% interval.
     pub median_onset_turns: Option<f64>,
+    /// Kaplan–Meier median of tokens generated before the first detection; `None` unless every conversation
+    /// records tokens, or when not reached.
+    pub median_onset_tokens: Option<f64>,
     /// Mean generation speed, where recorded.
     pub tokens_per_s: Option<f64>,
 }
@@ -353,7 +365,8 @@ pub fn summarize(set: &RunSet, phenomena: &[String]) -> SummaryRow {
     let rate = |pred: &dyn Fn(&ConversationAnalysis) -> bool| {
         (n > 0).then(|| analyses.iter().filter(|a| pred(a)).count() as f64 / n as f64)
     };
-    let km = kaplan_meier(&analyses.iter().map(|a| turn_observation(a)).collect::<Vec<_>>());
+    let km = stats::kaplan_meier(&analyses.iter().map(|a| confidence::observation(a)).collect::<Vec<_>>());
+    let km_tokens = confidence::token_observations(analyses.iter().copied()).map(|o| stats::kaplan_meier(&o));
     SummaryRow {
         samples: n,
         skipped: set.problems.len(),
@@ -361,7 +374,8 @@ pub fn summarize(set: &RunSet, phenomena: &[String]) -> SummaryRow {
         avg_loop_density: mean(analyses.iter().map(|a| a.legacy.loop_density)),
         rates: phenomena.iter().map(|p| rate(&|a| detected(a, p))).collect(),
         any_rate: rate(&|a| a.first_onset.is_some()),
-        median_onset_turns: if n > 0 { km_median(&km) } else { None },
+        median_onset_turns: if n > 0 { km.median().estimate } else { None },
+        median_onset_tokens: km_tokens.and_then(|k| k.median().estimate),
         tokens_per_s: mean(analyses.iter().filter_map(|a| a.tokens_per_s)),
     }
 }
@@ -374,7 +388,9 @@ fn density_bins(values: &[f64]) -> Bins {
     for &v in values.iter().filter(|v| v.is_finite()) {
         counts[((v.max(0.0) / 0.05) as usize).min(16)] += 1;
     }
-    shares(labels, &counts)
+    // Ticks on the bins' left edges, every 0.2.
+    let ticks = [(0.0, "0"), (4.0, "0.2"), (8.0, "0.4"), (12.0, "0.6"), (16.0, "0.8+")];
+    shares(labels, &counts, ticks.iter().map(|(x, l)| (*x, (*l).to_string())).collect())
 }
 
 /// The original tool's response-length bins: 0, then 100 characters wide up to 2000, then 2000 and more.
@@ -387,21 +403,108 @@ fn length_bins(values: &[usize]) -> Bins {
         let bin = if v == 0 { 0 } else { (v / 100 + 1).min(21) };
         counts[bin] += 1;
     }
-    shares(labels, &counts)
+    // Ticks on the bins' left edges, every 500 characters (bin k ≥ 1 starts at (k − 1) × 100; bin 0 is "empty").
+    let ticks = (0..5).map(|k| (f64::from(1 + 5 * k), if k == 4 { "2000+".into() } else { format!("{}", 500 * k) }));
+    shares(labels, &counts, ticks.collect())
 }
 
-fn shares(labels: Vec<String>, counts: &[usize]) -> Bins {
+fn shares(labels: Vec<String>, counts: &[usize], ticks: Vec<(f64, String)>) -> Bins {
     let total: usize = counts.iter().sum();
     let shares = counts.iter().map(|&c| if total > 0 { c as f64 / total as f64 } else { 0.0 }).collect();
-    Bins { labels, shares }
+    Bins { labels, shares, ticks }
 }
 
-/// The figures that summarize all run sets, with a file-name stem each (also the `--png` file names).
-#[must_use]
+/// What the page and its charts say about the run sets as a whole: their labels, confidence figures and the
+/// tests against the baseline. Computed once per report (the bootstrap is not free).
+pub struct Overview {
+    /// Run-set labels, in run-set order.
+    pub labels: Vec<String>,
+    /// What differs between the run sets.
+    pub variations: Vec<Variation>,
+    /// Confidence figures per run set (named by its label).
+    pub confs: Vec<DirConfidence>,
+    /// Every test against the baseline, Holm-adjusted together.
+    pub comparisons: Vec<Comparison>,
+    /// The baseline's index.
+    pub baseline: usize,
+}
+
+impl Overview {
+    /// Labels, intervals and tests of `sets` against `sets[baseline]`.
+    #[must_use]
+    pub fn of(sets: &[RunSet], baseline: usize) -> Self {
+        let (labels, variations) = run_set_labels(sets);
+        let confs: Vec<DirConfidence> = sets
+            .iter()
+            .enumerate()
+            .map(|(i, set)| confidence::of_conversations(&labels[i], set.items.iter().map(|it| &it.analysis)))
+            .collect();
+        let comparisons = confidence::compare(&confs, baseline);
+        Overview { labels, variations, confs, comparisons, baseline }
+    }
+
+    /// The test of run set `set` against the baseline for `what` (a phenomenon or `first_break`).
+    fn comparison(&self, set: usize, what: &str) -> Option<&Comparison> {
+        let dir = &self.confs.get(set)?.dir;
+        self.comparisons.iter().find(|c| &c.dir == dir && c.what == what)
+    }
+
+    /// Legend entries with, under each label, `note(set)` (the baseline says so instead, when there are others).
+    fn legend(&self, note: impl Fn(usize) -> Option<(String, bool)>) -> Vec<LegendEntry> {
+        (0..self.labels.len())
+            .map(|i| {
+                let (note, significant) = if i == self.baseline && self.labels.len() > 1 {
+                    ("baseline".to_string(), false)
+                } else {
+                    note(i).unwrap_or_default()
+                };
+                LegendEntry { label: self.labels[i].clone(), note, significant }
+            })
+            .collect()
+    }
+
+    /// The log-rank test against the baseline in a few words: "breaks later than baseline (Holm p = 0.004)".
+    fn break_note(&self, set: usize) -> Option<(String, bool)> {
+        let c = self.comparison(set, "first_break")?;
+        let head = c.sentence.split(':').next().unwrap_or(&c.sentence);
+        Some((format!("{head} (Holm {})", fmt_p(c.p_adjusted)), c.significant))
+    }
+}
+
+fn fmt_p(p: f64) -> String {
+    if p < 0.001 {
+        "p < 0.001".into()
+    } else {
+        format!("p = {p:.3}")
+    }
+}
+
+/// "median 18 tokens (12–25)": a median survival time with its interval, "not reached" where the curve (or a
+/// band's edge) stays above one half.
+fn fmt_median(m: &MedianSurvival, unit: &str) -> String {
+    let t = |v: Option<f64>| v.map_or_else(|| "not reached".to_string(), |v| format!("{v:.0}"));
+    match m.estimate {
+        None => "median not reached".into(),
+        Some(_) => format!("median {} {unit} ({}–{})", t(m.estimate), t(m.low), t(m.high)),
+    }
+}
+
+fn whisker(i: Option<Interval>, significant: bool) -> Option<Whisker> {
+    i.map(|i| Whisker { estimate: i.estimate, low: i.low, high: i.high, significant })
+}
+
+/// The figures that summarize all run sets, with a file-name stem each (also the `--png` file names), tested
+/// against the first run set.
+///
 /// `split` says whether the scatter's points link to conversation pages (see [`Options::inline_max`]) or to
 /// sections of the index.
+#[must_use]
 pub fn summary_figures(sets: &[RunSet], split: bool) -> Vec<(String, Figure)> {
-    let legend = run_set_labels(sets).0;
+    figures(sets, split, &Overview::of(sets, 0), &phenomena_shown(sets))
+}
+
+fn figures(sets: &[RunSet], split: bool, overview: &Overview, shown: &[String]) -> Vec<(String, Figure)> {
+    let legend = overview.legend(|_| None);
     let mut out = Vec::new();
     let mut anchor = 0;
     let mut scatter = Vec::new();
@@ -423,31 +526,111 @@ pub fn summary_figures(sets: &[RunSet], split: bool) -> Vec<(String, Figure)> {
         scatter.push(points);
     }
     out.push(("scatter".to_string(), Figure::Scatter { sets: scatter, legend: legend.clone() }));
+    // Rates with their Wilson intervals, ★ where Fisher's test against the baseline is significant.
+    let mut rows: Vec<ForestRow> = shown
+        .iter()
+        .map(|p| ForestRow {
+            name: p.clone(),
+            values: overview
+                .confs
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let rate = c.rates.iter().find(|(n, _)| n == p).and_then(|(_, r)| r.any.interval);
+                    whisker(rate, overview.comparison(i, p).is_some_and(|c| c.significant))
+                })
+                .collect(),
+        })
+        .collect();
+    rows.push(ForestRow {
+        name: "any".into(),
+        values: overview.confs.iter().map(|c| whisker(c.broken.interval, false)).collect(),
+    });
+    let significant = |i: usize| {
+        overview
+            .comparisons
+            .iter()
+            .filter(|c| c.dir == overview.confs[i].dir && c.significant && c.what != "first_break")
+            .count()
+    };
+    let rate_legend = overview.legend(|i| {
+        let k = significant(i);
+        (k > 0).then(|| (format!("{k} rate{} differ from baseline", if k == 1 { "" } else { "s" }), true))
+    });
+    out.push((
+        "rates".into(),
+        Figure::Forest {
+            x_label: "share of conversations (Wilson 95% interval)".into(),
+            percent: true,
+            rows,
+            legend: rate_legend,
+        },
+    ));
+    for (name, label, pick) in [
+        (
+            "mean_loop_density",
+            "mean loop density",
+            (|c: &DirConfidence| c.loop_density) as fn(&DirConfidence) -> Option<Interval>,
+        ),
+        ("mean_response_length", "mean response length (characters)", |c: &DirConfidence| c.response_length),
+        ("mean_tokens_per_s", "mean tokens/s", |c: &DirConfidence| c.tokens_per_s),
+    ] {
+        let values: Vec<Option<Whisker>> = overview.confs.iter().map(|c| whisker(pick(c), false)).collect();
+        if values.iter().all(Option::is_none) {
+            continue;
+        }
+        out.push((
+            name.into(),
+            Figure::Forest {
+                x_label: label.to_string(),
+                percent: false,
+                rows: vec![ForestRow { name: String::new(), values }],
+                legend: Vec::new(),
+            },
+        ));
+    }
     let curves: Vec<Curve> = sets
         .iter()
         .enumerate()
         .filter(|(_, s)| !s.items.is_empty())
-        .map(|(i, s)| Curve {
-            set: i,
-            points: kaplan_meier(&s.items.iter().map(|it| turn_observation(&it.analysis)).collect::<Vec<_>>()),
-        })
+        .map(|(i, _)| Curve { set: i, points: band_points(&overview.confs[i].first_break) })
         .collect();
     out.push((
         "onset_turns".into(),
-        Figure::Onset { x_label: "assistant turns".into(), curves, legend: legend.clone() },
+        Figure::Onset {
+            x_label: "assistant turns".into(),
+            integer: true,
+            curves,
+            legend: overview.legend(|i| overview.break_note(i)),
+        },
     ));
-    let token_curves: Vec<Curve> = sets
+    let token_curves: Vec<Curve> = overview
+        .confs
         .iter()
         .enumerate()
-        .filter_map(|(i, s)| {
-            let obs: Option<Vec<(f64, bool)>> = s.items.iter().map(|it| token_observation(&it.analysis)).collect();
-            obs.filter(|o| !o.is_empty()).map(|o| Curve { set: i, points: kaplan_meier(&o) })
-        })
+        .filter_map(|(i, c)| c.first_break_tokens.as_ref().map(|km| Curve { set: i, points: band_points(km) }))
         .collect();
     if !token_curves.is_empty() {
+        let token_legend = overview
+            .confs
+            .iter()
+            .map(|c| LegendEntry {
+                label: c.dir.clone(),
+                note: c
+                    .median_first_break_tokens
+                    .as_ref()
+                    .map_or_else(|| "no tokens recorded".into(), |m| fmt_median(m, "tokens")),
+                significant: false,
+            })
+            .collect();
         out.push((
             "onset_tokens".into(),
-            Figure::Onset { x_label: "tokens".into(), curves: token_curves, legend: legend.clone() },
+            Figure::Onset {
+                x_label: "tokens generated".into(),
+                integer: true,
+                curves: token_curves,
+                legend: token_legend,
+            },
         ));
     }
     let density: Vec<Bins> = sets
@@ -528,10 +711,12 @@ struct SetView {
     lengths_svg: Option<String>,
 }
 
+/// One speaker's detection of one phenomenon: speakers are never merged, so a weak user-side onset does not sit
+/// beside the assistant's severity.
 #[derive(Serialize)]
 struct DetectionView {
     name: String,
-    speakers: String,
+    speaker: &'static str,
     onset: Option<usize>,
     onset_message: Option<usize>,
     severity: f64,
@@ -567,6 +752,10 @@ struct ConversationView {
     loop_density: Cell,
     avg_response_length: Cell,
     first_onset: Cell,
+    /// Earliest onset of the assistant's detections, and of the user's: kept apart in the table.
+    first_onset_assistant: Cell,
+    first_onset_user: Cell,
+    /// "name A@3" per speaker's detection.
     detected: Vec<String>,
     detections: Vec<DetectionView>,
     top_ngrams: Vec<(String, usize)>,
@@ -585,7 +774,10 @@ struct Page {
     problems: Vec<Problem>,
     fatal: Option<String>,
     variations: Vec<Variation>,
+    /// The phenomena with a column in the table and a row in the rates chart (detected somewhere).
     phenomena: Vec<String>,
+    /// The phenomena no run set shows, named in one line instead.
+    silent: Vec<String>,
     sets: Vec<SetView>,
     /// The run set the others are tested against, when there are others.
     baseline: Option<String>,
@@ -595,6 +787,8 @@ struct Page {
     sample_sizes: Vec<(String, Option<u64>)>,
     total: usize,
     scatter_svg: String,
+    rates_svg: Option<String>,
+    means_svgs: Vec<String>,
     onset_turns_svg: Option<String>,
     onset_tokens_svg: Option<String>,
     split: bool,
@@ -625,21 +819,23 @@ fn conversation_view(item: &Item, anchor: usize, set: usize, set_label: &str, sp
     let mut detections: Vec<DetectionView> = a
         .detectors
         .iter()
-        .filter(|(_, d)| d.assistant.detected || d.user.detected)
-        .map(|(name, d)| {
-            let hits: Vec<(&str, &crate::analysis::Detection)> =
-                [("assistant", &d.assistant), ("user", &d.user)].into_iter().filter(|(_, d)| d.detected).collect();
-            DetectionView {
-                name: name.clone(),
-                speakers: hits.iter().map(|h| h.0).collect::<Vec<_>>().join(", "),
-                onset: hits.iter().filter_map(|h| h.1.onset).min(),
-                onset_message: hits.iter().filter_map(|h| h.1.onset_message).min(),
-                severity: hits.iter().map(|h| h.1.severity).fold(0.0, f64::max),
-                evidence: hits.iter().flat_map(|h| h.1.evidence.iter().take(3)).map(|e| e.text.clone()).collect(),
-            }
+        .flat_map(|(name, d)| {
+            [("assistant", &d.assistant), ("user", &d.user)].into_iter().filter(|(_, d)| d.detected).map(
+                move |(speaker, d)| DetectionView {
+                    name: name.clone(),
+                    speaker,
+                    onset: d.onset,
+                    onset_message: d.onset_message,
+                    severity: d.severity,
+                    evidence: d.evidence.iter().take(3).map(|e| e.text.clone()).collect(),
+                },
+            )
         })
         .collect();
-    detections.sort_by_key(|d| (d.onset_message.unwrap_or(usize::MAX), d.name.clone()));
+    detections.sort_by_key(|d| (d.onset_message.unwrap_or(usize::MAX), d.name.clone(), d.speaker));
+    let first = |who: &dyn Fn(&PerSpeaker<Detection>) -> &Detection| {
+        a.detectors.values().map(who).filter(|d| d.detected).filter_map(|d| d.onset).min().map(|o| o as f64)
+    };
     let transcript = item.conversation.as_ref().map(|c| {
         let texts: Vec<&str> = c.messages.iter().map(|m| m.text.as_str()).collect();
         text::repeated_spans(&texts)
@@ -674,7 +870,15 @@ fn conversation_view(item: &Item, anchor: usize, set: usize, set_label: &str, sp
         loop_density: Cell::num(Some(a.legacy.loop_density), 3),
         avg_response_length: Cell::num(Some(a.legacy.avg_response_length), 0),
         first_onset: Cell::num(a.first_onset.map(|v| v as f64), 0),
-        detected: detections.iter().map(|d| d.name.clone()).collect(),
+        detected: detections
+            .iter()
+            .map(|d| {
+                let onset = d.onset.map_or_else(|| "?".to_string(), |o| o.to_string());
+                format!("{} {}@{onset}", d.name, if d.speaker == "assistant" { "A" } else { "U" })
+            })
+            .collect(),
+        first_onset_assistant: Cell::num(first(&|d: &PerSpeaker<Detection>| &d.assistant), 0),
+        first_onset_user: Cell::num(first(&|d: &PerSpeaker<Detection>| &d.user), 0),
         detections,
         top_ngrams: a.legacy.top_ngrams.iter().take(5).cloned().collect(),
         timeline_svg: timeline.svg()?,
@@ -723,39 +927,48 @@ fn render_template(env: &Environment<'_>, name: &str, ctx: impl Serialize) -> Re
 /// # Errors
 /// When a template fails to render or a chart fails to draw (neither happens for valid data).
 pub fn render(sets: &[RunSet], options: &Options) -> Result<Rendered> {
-    let (labels, variations) = run_set_labels(sets);
-    let phenomena = phenomena(sets);
+    let overview = Overview::of(sets, options.baseline);
+    let labels = &overview.labels;
+    let all = phenomena(sets);
+    let phenomena = phenomena_shown(sets);
+    let silent: Vec<String> = all.into_iter().filter(|p| !phenomena.contains(p)).collect();
     let total: usize = sets.iter().map(|s| s.items.len()).sum();
     let split = total > options.inline_max;
     let env = environment()?;
-    let mut figures: BTreeMap<String, Figure> = summary_figures(sets, split).into_iter().collect();
+    let mut figures: BTreeMap<String, Figure> = figures(sets, split, &overview, &phenomena).into_iter().collect();
     let mut svg_of = |name: &str| figures.remove(name).map(|f| f.svg()).transpose();
     let scatter_svg = svg_of("scatter")?.unwrap_or_default();
+    let rates_svg = if total > 0 { svg_of("rates")? } else { None };
+    let mut means_svgs = Vec::new();
+    for name in ["mean_loop_density", "mean_response_length", "mean_tokens_per_s"] {
+        means_svgs.extend(svg_of(name)?);
+    }
     let onset_turns_svg = svg_of("onset_turns")?;
     let onset_tokens_svg = svg_of("onset_tokens")?;
     let mut set_views = Vec::new();
-    let confs: Vec<DirConfidence> = sets
-        .iter()
-        .enumerate()
-        .map(|(i, set)| confidence::of_conversations(&labels[i], set.items.iter().map(|it| &it.analysis)))
-        .collect();
     for (i, set) in sets.iter().enumerate() {
         let summary = summarize(set, &phenomena);
-        let conf = &confs[i];
+        let conf = &overview.confs[i];
         let rate_interval = |name: &str| conf.rates.iter().find(|(n, _)| n == name).and_then(|(_, r)| r.any.interval);
         let mut cells = vec![
             Cell::num(Some(summary.samples as f64), 0),
-            Cell::num(summary.avg_response_length, 1),
-            Cell::num(summary.avg_loop_density, 4),
+            Cell::mean_interval(summary.avg_response_length, conf.response_length, 0),
+            Cell::mean_interval(summary.avg_loop_density, conf.loop_density, 3),
         ];
-        cells.extend(summary.rates.iter().zip(&phenomena).map(|(r, p)| Cell::pct_interval(*r, rate_interval(p))));
+        cells.extend(summary.rates.iter().zip(&phenomena).map(|(r, p)| {
+            let mut cell = Cell::pct_interval(*r, rate_interval(p));
+            cell.significant = overview.comparison(i, p).is_some_and(|c| c.significant);
+            cell
+        }));
         cells.push(Cell::pct_interval(summary.any_rate, conf.broken.interval));
-        cells.push(match summary.median_onset_turns {
-            Some(m) => Cell::num(Some(m), 0),
-            None if summary.samples > 0 => Cell { v: None, text: "not reached".into(), ci: String::new() },
+        let mut onset = Cell::median(summary.samples, &conf.median_first_break);
+        onset.significant = overview.comparison(i, "first_break").is_some_and(|c| c.significant);
+        cells.push(onset);
+        cells.push(match &conf.median_first_break_tokens {
+            Some(m) => Cell::median(summary.samples, m),
             None => Cell::num(None, 0),
         });
-        cells.push(Cell::num(summary.tokens_per_s, 1));
+        cells.push(Cell::mean_interval(summary.tokens_per_s, conf.tokens_per_s, 1));
         set_views.push(SetView {
             index: i,
             label: labels[i].clone(),
@@ -809,14 +1022,17 @@ pub fn render(sets: &[RunSet], options: &Options) -> Result<Rendered> {
         version,
         problems: problems(sets),
         fatal,
-        variations,
+        variations: overview.variations.clone(),
         phenomena,
+        silent,
         sets: set_views,
         baseline: (sets.len() > 1).then(|| labels.get(options.baseline).cloned()).flatten(),
-        comparisons: confidence::compare(&confs, options.baseline),
-        sample_sizes: confidence::sample_sizes(&confs, options.baseline),
+        sample_sizes: confidence::sample_sizes(&overview.confs, options.baseline),
+        comparisons: overview.comparisons.clone(),
         total,
         scatter_svg,
+        rates_svg,
+        means_svgs,
         onset_turns_svg,
         onset_tokens_svg,
         split,

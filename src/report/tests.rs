@@ -107,19 +107,6 @@ fn two_sets() -> Vec<RunSet> {
 }
 
 #[test]
-fn kaplan_meier_counts_censored_conversations_until_they_end() {
-    // Two break at 2 and 4; one ends healthy at 3; one healthy at 10.
-    let km = kaplan_meier(&[(2.0, true), (3.0, false), (4.0, true), (10.0, false)]);
-    assert_eq!(km[0], (0.0, 1.0));
-    assert_eq!(km[1], (2.0, 0.75));
-    // At 4, two remain at risk: 0.75 × (1 − 1/2).
-    assert_eq!(km[2], (4.0, 0.375));
-    assert_eq!(km.last().copied(), Some((10.0, 0.375)));
-    assert_eq!(km_median(&km), Some(4.0));
-    assert_eq!(km_median(&kaplan_meier(&[(5.0, false)])), None);
-}
-
-#[test]
 fn summary_values_come_from_the_analyses() {
     let sets = two_sets();
     let phen = phenomena(&sets);
@@ -154,8 +141,15 @@ fn models_and_engines_are_facts_even_without_the_text() {
 #[test]
 fn labels_come_from_the_config_difference() {
     let (labels, vars) = run_set_labels(&two_sets());
-    assert_eq!(labels, vec!["repeat_penalty=1.1", "repeat_penalty=1.0"]);
+    assert_eq!(labels, vec!["pen11 · repeat_penalty=1.1", "pen10 · repeat_penalty=1.0"]);
     assert_eq!(vars.len(), 1);
+}
+
+#[test]
+fn folder_names_are_the_shortest_path_ends_that_differ() {
+    assert_eq!(folder_names(&["runs/a", "runs/b/"]), ["a", "b"]);
+    assert_eq!(folder_names(&["x/a/out", "y/b/out", "z/c"]), ["a/out", "b/out", "c"]);
+    assert_eq!(folder_names(&["./out", "out2"]), ["out", "out2"]);
 }
 
 #[test]

@@ -82,10 +82,9 @@ fn report_from_fixture_run_sets_has_every_chart_and_the_analysis_numbers() {
     for id in ["fig-scatter", "fig-onset-turns", "fig-onset-tokens", "summary-table", "files-table"] {
         assert!(html.contains(&format!("id=\"{id}\"")), "missing {id}");
     }
-    // Labels come from the config difference between the sets, not from folder names.
-    assert!(html.contains("repeat_penalty=1.1") && html.contains("repeat_penalty=1.0"));
-    // pen11 and evil have the same config: the folder name tells them apart.
-    assert!(html.contains("(pen11)") && html.contains("(evil)"));
+    // Labels: the folder name first, then the config difference between the sets.
+    assert!(html.contains("pen11 · repeat_penalty=1.1") && html.contains("pen10 · repeat_penalty=1.0"), "labels");
+    assert!(html.contains("evil · repeat_penalty=1.1"));
     // Table values equal the analysis.
     for (set, dir) in ["pen11", "pen10", "legacy"].iter().enumerate() {
         let (density, length, n) = expected_means(&fixture(dir));
@@ -162,12 +161,19 @@ window.addEventListener("error", function (e) { window.__errors.push("error: " +
 window.addEventListener("load", function () {
   var boxes = Array.from(document.querySelectorAll("figure.chart svg")).map(function (s) {
     var r = s.getBoundingClientRect(); return [r.width, r.height]; });
+  // Layout at 1280 px: nothing scrolls sideways, neither the page nor a table; chart text is at least 12 px.
+  var wraps = Array.from(document.querySelectorAll(".tablewrap")).map(function (w) {
+    return [w.querySelector("table").id, w.scrollWidth - w.clientWidth]; });
+  var small = Array.from(document.querySelectorAll("#fig-scatter svg text, #fig-onset-turns svg text, #fig-rates svg text, figure.timeline svg text"))
+    .map(function (t) { return [t.textContent, parseFloat(getComputedStyle(t).fontSize)]; })
+    .filter(function (t) { return t[1] < 12; });
   var th = document.querySelectorAll("#files-table th")[5];
   th.click(); th.click();
   var col = Array.from(document.querySelectorAll("#files-table tbody tr")).map(function (r) {
     return parseFloat(r.cells[5].dataset.v); });
   var pre = document.createElement("pre"); pre.id = "probe";
-  pre.textContent = JSON.stringify({ errors: window.__errors, boxes: boxes, sorted_desc: col });
+  pre.textContent = JSON.stringify({ errors: window.__errors, boxes: boxes, sorted_desc: col,
+    page_width: document.documentElement.scrollWidth, table_overflow: wraps, small_text: small });
   document.body.appendChild(pre);
 });
 </script>"##;
@@ -224,9 +230,14 @@ fn report_opens_in_headless_chromium_without_errors() {
     assert_eq!(probe["errors"], serde_json::json!([]), "console errors");
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(!log.contains("Uncaught") && !log.contains("ERR_"), "chromium reported page errors: {log}");
+    assert!(probe["page_width"].as_f64().unwrap() <= 1280.0, "the page scrolls sideways at 1280 px: {probe}");
+    for t in probe["table_overflow"].as_array().unwrap() {
+        assert!(t[1].as_f64().unwrap() <= 0.0, "a table scrolls sideways at 1280 px: {t}");
+    }
+    assert_eq!(probe["small_text"], serde_json::json!([]), "chart text under 12 px");
     let boxes = probe["boxes"].as_array().unwrap();
-    // Scatter, two onset curves, 2 histograms × 4 sets, timeline + heatmap × 8 conversations.
-    assert_eq!(boxes.len(), 3 + 8 + 16, "{probe}");
+    // Scatter, rates, three means, two onset curves, 2 histograms × 4 sets, timeline + heatmap × 8 conversations.
+    assert_eq!(boxes.len(), 7 + 8 + 16, "{probe}");
     for b in boxes {
         assert!(b[0].as_f64().unwrap() > 50.0 && b[1].as_f64().unwrap() > 50.0, "a chart has no size: {b}");
     }
