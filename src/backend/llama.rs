@@ -698,7 +698,7 @@ mod tests {
         let opts = LoadOptions {
             n_ctx: Some(1024),
             default_ctx: 1024,
-            threads: None,
+            threads: Some(1), // tests run two at a time on two cores: see tests/it/common.rs TEST_THREADS
             gpu_layers: None,
             chat_template: None,
             verbose: 0,

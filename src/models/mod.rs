@@ -144,12 +144,21 @@ pub struct CacheDirs {
     pub parrot: PathBuf,
 }
 
+/// The Hugging Face hub cache every Hugging Face tool uses: `HF_HUB_CACHE`, else `HF_HOME/hub`, else
+/// `~/.cache/huggingface/hub`.
+fn default_hub_cache() -> PathBuf {
+    match std::env::var_os("HF_HUB_CACHE") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => hf_hub::Cache::from_env().path().clone(),
+    }
+}
+
 impl ResolveOptions {
     /// The cache folders these options point at, filling in the defaults from the environment.
     #[must_use]
     pub fn cache_dirs(&self) -> CacheDirs {
         CacheDirs {
-            hub: self.hub_cache.clone().unwrap_or_else(hf_hub::resolve_cache_dir),
+            hub: self.hub_cache.clone().unwrap_or_else(default_hub_cache),
             parrot: self.parrot_cache.clone().unwrap_or_else(default_parrot_cache),
         }
     }

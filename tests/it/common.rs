@@ -66,9 +66,17 @@ pub fn isolate<'a>(cmd: &'a mut Command, dir: &std::path::Path) -> &'a mut Comma
         .env("PIP_CACHE_DIR", pip_cache)
 }
 
-/// A stand-in for the Hugging Face hub on a loopback port: it answers hf-hub's `HEAD` and `GET` on
+/// `--threads` for every in-process run of a test. The test harness runs two tests at once on CI's two cores, and
+/// llama.cpp's worker threads spin at each barrier instead of sleeping: two runs of two threads each on two cores
+/// spend most of their time spinning while the thread they wait for is descheduled. One thread per run keeps the
+/// cores busy with work.
+pub const TEST_THREADS: &str = "1";
+
+/// A stand-in for the Hugging Face hub on a loopback port: it answers `HEAD` and `GET` on
 /// `/{owner}/{name}/resolve/{revision}/{file}` for one file, the way the hub does for an LFS file (an `ETag` that is
-/// the content's SHA-256, `X-Repo-Commit`, `Content-Length`), and can break off a number of `GET` bodies halfway.
+/// the content's SHA-256, `X-Repo-Commit`, `Content-Length`, and `206` with `Content-Range` for a `Range` request,
+/// which hf-hub uses both for its metadata request, `bytes=0-0`, and for the body), and can break off a number of
+/// body `GET`s halfway.
 pub struct FakeHub {
     /// `http://127.0.0.1:PORT`, for `HF_ENDPOINT`.
     pub endpoint: String,
@@ -114,12 +122,22 @@ impl FakeHub {
                     if reader.read_line(&mut request_line).is_err() {
                         return;
                     }
+                    let mut range: Option<(usize, usize)> = None;
                     loop {
                         let mut header = String::new();
                         match reader.read_line(&mut header) {
                             Ok(0) | Err(_) => return,
                             Ok(_) if header == "\r\n" => break,
-                            Ok(_) => {}
+                            Ok(_) => {
+                                let lower = header.to_ascii_lowercase();
+                                if let Some(spec) = lower.strip_prefix("range: bytes=") {
+                                    let (a, b) = spec.trim().split_once('-').unwrap_or(("0", ""));
+                                    let last = state.content.len().saturating_sub(1);
+                                    let start = a.parse().unwrap_or(0);
+                                    let end = b.parse().unwrap_or(last).min(last);
+                                    range = Some((start, end));
+                                }
+                            }
                         }
                     }
                     let mut parts = request_line.split_whitespace();
@@ -130,26 +148,39 @@ impl FakeHub {
                             .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                         return;
                     }
+                    let len = state.content.len();
+                    let (status, body, extra) = match range {
+                        Some((start, end)) if start <= end && end < len => (
+                            "206 Partial Content",
+                            &state.content[start..=end],
+                            format!("Content-Range: bytes {start}-{end}/{len}\r\n"),
+                        ),
+                        _ => ("200 OK", &state.content[..], String::new()),
+                    };
                     let head = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nETag: \"{}\"\r\nX-Repo-Commit: {FAKE_COMMIT}\r\n\
-                         Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
-                        state.content.len(),
+                        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nETag: \"{}\"\r\nX-Repo-Commit: {FAKE_COMMIT}\r\n\
+                         {extra}Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+                        body.len(),
                         state.etag
                     );
                     let _ = stream.write_all(head.as_bytes());
-                    if method == "GET" {
+                    // hf-hub's metadata request asks for the first byte only; it is not a transfer of the body.
+                    let metadata_only = range == Some((0, 0)) && len > 1;
+                    if method == "GET" && metadata_only {
+                        let _ = stream.write_all(body);
+                    } else if method == "GET" {
                         state.gets.fetch_add(1, Ordering::SeqCst);
                         let broken = state
                             .broken_gets
                             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                             .is_ok();
                         if broken {
-                            let _ = stream.write_all(&state.content[..state.content.len() / 2]);
+                            let _ = stream.write_all(&body[..body.len() / 2]);
                             let _ = stream.flush();
                             let _ = stream.shutdown(std::net::Shutdown::Both);
                             return;
                         }
-                        let _ = stream.write_all(&state.content);
+                        let _ = stream.write_all(body);
                     }
                     let _ = stream.flush();
                 });
@@ -158,12 +189,12 @@ impl FakeHub {
         Self { endpoint, state }
     }
 
-    /// Makes the next `n` `GET`s send half the body and then close the connection.
+    /// Makes the next `n` body `GET`s send half the body and then close the connection.
     pub fn break_next_gets(&self, n: usize) {
         self.state.broken_gets.store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// How many `GET`s the server has answered.
+    /// How many body `GET`s the server has answered (not counting hf-hub's one-byte metadata requests).
     pub fn gets(&self) -> usize {
         self.state.gets.load(std::sync::atomic::Ordering::SeqCst)
     }

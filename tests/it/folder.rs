@@ -14,7 +14,10 @@ use crate::run::{gemma, smollm};
 /// `run --quiet --out DIR` on the two test models, plus `extra`.
 fn run_args(out: &Path, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> =
-        ["run", "--quiet", "--out", out.to_str().unwrap(), "--threads", "2"].iter().map(|s| (*s).to_string()).collect();
+        ["run", "--quiet", "--out", out.to_str().unwrap(), "--threads", crate::common::TEST_THREADS]
+            .iter()
+            .map(|s| (*s).to_string())
+            .collect();
     args.extend(["--assistant-model".into(), gemma().display().to_string()]);
     args.extend(["--user-model".into(), smollm().display().to_string()]);
     args.extend(extra.iter().map(|s| (*s).to_string()));
@@ -162,7 +165,8 @@ fn thousands_of_conversations_hold_only_a_few_transcripts_open() {
 }
 
 /// Failure 5: every record is fsynced before the next turn begins, and `run.json` is replaced by a rename, never
-/// rewritten in place (checked with strace).
+/// rewritten in place (checked with strace; `--seccomp-bpf` stops the process only at the traced calls, so the run is
+/// not slowed by the thousands of futex and yield calls of llama.cpp's threads).
 #[test]
 fn every_turn_is_fsynced_and_run_json_is_replaced_atomically() {
     let dir = tempfile::tempdir().unwrap();
@@ -170,7 +174,15 @@ fn every_turn_is_fsynced_and_run_json_is_replaced_atomically() {
     let trace = dir.path().join("trace");
     let args = run_args(&out, &["--total-tokens", "60", "--turn-max-tokens", "20"]);
     let o = Command::new("strace")
-        .args(["-f", "-qq", "-e", "signal=none", "-e", "trace=fsync,fdatasync,rename,renameat,renameat2,write"])
+        .args([
+            "--seccomp-bpf",
+            "-f",
+            "-qq",
+            "-e",
+            "signal=none",
+            "-e",
+            "trace=fsync,fdatasync,rename,renameat,renameat2,write",
+        ])
         .arg("-o")
         .arg(&trace)
         .arg(parrot_bin())

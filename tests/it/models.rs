@@ -206,7 +206,11 @@ fn an_interrupted_transfer_leaves_no_file_and_a_retry_succeeds() {
     assert_eq!(hub.gets(), 3, "three attempts");
     assert!(!snapshot(dir.path()).exists());
     let leftovers = files_under(&hub_repo(dir.path()));
-    assert!(leftovers.iter().all(|f| f.ends_with(".incomplete")), "only .incomplete files may remain: {leftovers:?}");
+    // hf-hub keeps its resumable partial file and its lock; never a blob under its final name, never a snapshot.
+    assert!(
+        leftovers.iter().all(|f| f.ends_with(".sync.part") || f.ends_with(".lock")),
+        "only partial and lock files may remain: {leftovers:?}"
+    );
     let o = parrot_in(dir.path(), &["models", "path", "tiny", "--registry", reg, "--offline"], &[]);
     assert!(assert_fails(&o).contains("not cached"));
 

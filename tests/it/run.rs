@@ -42,7 +42,7 @@ fn parrot_run(out: &Path, extra: &[&str]) -> Output {
         "--out",
         out.to_str().unwrap(),
         "--threads",
-        "2",
+        crate::common::TEST_THREADS,
     ];
     args.extend_from_slice(extra);
     run(&args)
@@ -263,8 +263,20 @@ fn bad_model_files_are_rejected_before_llama_cpp_sees_them() {
     let (earlier, bytes) = earlier_output(dir.path());
     let u = smollm();
     let out = dir.path().to_str().unwrap();
-    let with_assistant =
-        |a: &str| run(&["run", "--quiet", "--assistant-model", a, "--user-model", u.to_str().unwrap(), "--out", out]);
+    let with_assistant = |a: &str| {
+        run(&[
+            "run",
+            "--quiet",
+            "--threads",
+            crate::common::TEST_THREADS,
+            "--assistant-model",
+            a,
+            "--user-model",
+            u.to_str().unwrap(),
+            "--out",
+            out,
+        ])
+    };
 
     let missing = dir.path().join("missing.gguf");
     assert_one_line_error(&with_assistant(missing.to_str().unwrap()), &["missing.gguf", "no model file"]);
@@ -329,6 +341,8 @@ fn ctrl_c_mid_turn_leaves_a_valid_transcript_that_resumes() {
         u.to_str().unwrap(),
         "--out",
         dir.path().to_str().unwrap(),
+        "--threads",
+        crate::common::TEST_THREADS,
         "--total-tokens",
         "600",
         "--turn-max-tokens",

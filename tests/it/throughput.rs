@@ -14,7 +14,7 @@ fn models() -> Vec<String> {
         "--user-model".into(),
         smollm().display().to_string(),
         "--threads".into(),
-        "2".into(),
+        crate::common::TEST_THREADS.into(),
     ]
 }
 
