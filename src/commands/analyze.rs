@@ -58,7 +58,6 @@ pub fn run(global: &GlobalArgs, args: AnalyzeArgs) -> Result<ExitCode> {
         keep_text: engine.is_some(),
         embedder: args.embed.as_deref().map(|m| open_embedder(global, m)).transpose()?,
         save_anywhere: args.save,
-        ..AnalyzeOptions::default()
     };
     let groups = groups(&args.paths);
     let (analyzed, mut warnings) = analyze_groups(&groups, &options);
