@@ -61,6 +61,8 @@ fn issue_14_the_judge_answers_valid_json_deterministically_and_again_from_the_ca
     for d in [&a, &b] {
         std::fs::create_dir(d).unwrap();
         std::fs::write(d.join("conversation.jsonl"), paraphrase_loop()).unwrap();
+        // A run folder: analysis.json (and so the judge's cache) is saved by default only there.
+        std::fs::write(d.join("run.json"), "{}").unwrap();
     }
     let model = smollm();
     // Two folders with the same transcript: judged twice in one run, once each.
