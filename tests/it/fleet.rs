@@ -66,6 +66,30 @@ fn a_turn_cut_off_on_one_endpoint_continues_on_another_from_the_text_received() 
 }
 
 #[test]
+fn a_count_that_fails_on_one_endpoint_moves_to_another_at_once() {
+    // The first endpoint's tokenizer always answers 503, the second's works. With a 20 s backoff, a count retried
+    // on the failing endpoint before it moves would sleep 20 s and more; a count that moves at once sleeps never.
+    let a = FakeServer::start(|r, n| {
+        if r.path == "/tokenize" {
+            Reply::Json(503, json!({"error": {"code": 503, "message": "tokenizer busy"}}))
+        } else {
+            llama_server_reply(r, n, &Fault::default())
+        }
+    });
+    let b = fake_serving("/models/fake-q4.gguf", Fault::default());
+    let dir = tempfile::tempdir().unwrap();
+    let flags = [llama_flags(&a.url()), vec!["--url".into(), b.url()]].concat();
+    let more = ["--quiet", "--total-tokens", "10", "--http-retries", "2", "--http-backoff-ms", "20000"];
+    let o = run_http(dir.path(), &args(&flags, &more));
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("retrying in"), "no backoff while another endpoint is in service: {err}");
+    assert!(err.contains("tokenizer busy") && err.contains("on another endpoint"), "{err}");
+    assert_eq!(transcript(dir.path(), 0).summary.unwrap().stop_reason, EndReason::Budget);
+    assert!(!b.requests("/tokenize").is_empty());
+}
+
+#[test]
 fn endpoints_serving_different_models_are_refused_at_start_naming_the_one_that_differs() {
     let a = fake_serving("/models/fake-q4.gguf", Fault::default());
     let b = fake_serving("/models/another-model.gguf", Fault::default());

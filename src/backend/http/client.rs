@@ -54,6 +54,15 @@ pub fn retry_delay(base: Duration, attempt: u32) -> Duration {
     base.saturating_mul(1 << attempt.min(16)).min(MAX_RETRY_DELAY)
 }
 
+/// The error of a request that failed `attempt + 1` times.
+fn gave_up(e: anyhow::Error, attempt: u32) -> anyhow::Error {
+    if attempt == 0 {
+        e
+    } else {
+        e.context(format!("failed {} times; giving up", attempt.saturating_add(1)))
+    }
+}
+
 /// A JSON endpoint's answer, read with a cap: the status, the bytes (at most the cap), and whether there was more.
 pub struct Body {
     /// The HTTP status.
@@ -394,25 +403,21 @@ impl HttpBackend {
         matches!(req.send().await, Ok(r) if r.status().is_success())
     }
 
-    /// Sends a request and reads a JSON answer (at most [`MAX_JSON_BODY`]), with the timeout. Errors name the URL
-    /// and carry the server's message. A connection that breaks, a 5xx or a 429 is retried like a turn, with the
-    /// same capped backoff (these requests change nothing on the server); before the backend is connected a refused
-    /// connection is not, so that an absent server is reported at once.
-    async fn call_json(&self, at: usize, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<Value> {
+    /// Sends a `GET` to endpoint `at` and reads a JSON answer (at most [`MAX_JSON_BODY`]), with the timeout: the
+    /// start-up probes, which must reach that endpoint. Errors name the URL and carry the server's message. A
+    /// connection that breaks, a 5xx or a 429 is retried with the capped backoff of a turn; before the backend is
+    /// connected a refused connection is not, so that an absent server is reported at once.
+    async fn get_json(&self, at: usize, path: &str) -> Result<Value> {
         let url = format!("{}{path}", self.shared.endpoints[at].label);
         let mut attempt = 0u32;
         loop {
-            let e = match self.call_json_once(at, &method, path, body, &url).await {
+            let e = match self.call_json_once(at, &reqwest::Method::GET, path, None, &url).await {
                 Ok(v) => return Ok(v),
                 Err(Failure::Fatal(e)) => return Err(e),
                 Err(Failure::Retry(e)) => e,
             };
             if attempt >= self.opts.retries {
-                return Err(if attempt == 0 {
-                    e
-                } else {
-                    e.context(format!("failed {} times; giving up", attempt.saturating_add(1)))
-                });
+                return Err(gave_up(e, attempt));
             }
             let delay = retry_delay(self.opts.backoff, attempt);
             tracing::warn!("{e:#}; retrying in {delay:?}");
@@ -459,12 +464,11 @@ impl HttpBackend {
         })
     }
 
-    async fn get_json(&self, at: usize, path: &str) -> Result<Value> {
-        self.call_json(at, reqwest::Method::GET, path, None).await
-    }
-
-    async fn post_json(&self, at: usize, path: &str, body: &Value) -> Result<Value> {
-        self.call_json(at, reqwest::Method::POST, path, Some(body)).await
+    /// One `POST` with a JSON answer on endpoint `at`, not retried: the caller leases and retries (on another
+    /// endpoint of a fleet when one is in service).
+    async fn post_json_once(&self, at: usize, path: &str, body: &Value) -> Result<Value, Failure> {
+        let url = format!("{}{path}", self.shared.endpoints[at].label);
+        self.call_json_once(at, &reqwest::Method::POST, path, Some(body), &url).await
     }
 
     /// The start-up probe of endpoint `at`: what it serves.
@@ -499,45 +503,47 @@ impl HttpBackend {
     }
 
     /// Counts the tokens of `text` as the engine would evaluate it (BOS included), on an endpoint the fleet
-    /// gives; a failure is retried on another endpoint of a fleet (within the retry budget).
+    /// gives. A failure worth retrying moves at once to another endpoint in service, and waits the capped backoff
+    /// only when there is none, as a turn does; within the retry budget, then the conversation ends in `error`.
     async fn tokenize(&self, text: &str) -> Result<u32> {
         let mut failed = None;
         let mut attempt = 0u32;
         loop {
             let lease = self.lease(failed, None).await?;
             let counted = self.tokenize_at(lease.index, text).await;
-            self.release(lease, counted.is_ok());
-            match counted {
+            // Only a failure worth retrying (no answer, a 5xx) counts against the endpoint's health.
+            self.release(lease, !matches!(counted, Err(Failure::Retry(_))));
+            let e = match counted {
                 Ok(n) => return Ok(n),
-                Err(e) if self.shared.endpoints.len() == 1 || attempt >= self.opts.retries => return Err(e),
-                Err(e) => {
-                    tracing::warn!("{e:#}; counting on another endpoint");
-                    if !self.fleet().other_up(lease.index) {
-                        tokio::time::sleep(self.opts.backoff.saturating_mul(1 << attempt.min(16))).await;
-                    }
-                    failed = Some(lease.index);
-                    attempt += 1;
-                }
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Retry(e)) => e,
+            };
+            if attempt >= self.opts.retries {
+                return Err(gave_up(e, attempt));
             }
+            failed = Some(lease.index);
+            attempt += 1;
+            if self.fleet().other_up(lease.index) {
+                tracing::warn!("{e:#}; counting on another endpoint");
+                continue;
+            }
+            let delay = retry_delay(self.opts.backoff, attempt - 1);
+            tracing::warn!("{e:#}; retrying in {delay:?}");
+            tokio::time::sleep(delay).await;
         }
     }
 
-    /// Counts the tokens of `text` on endpoint `at`.
-    async fn tokenize_at(&self, at: usize, text: &str) -> Result<u32> {
+    /// Counts the tokens of `text` on endpoint `at`, once.
+    async fn tokenize_at(&self, at: usize, text: &str) -> Result<u32, Failure> {
         let ep = &self.shared.endpoints[at];
-        match ep.flavor {
+        let v = match ep.flavor {
             Flavor::LlamaServer => {
-                let v = self
-                    .post_json(
-                        at,
-                        "/tokenize",
-                        &serde_json::json!({"content": text, "add_special": true, "parse_special": true}),
-                    )
-                    .await?;
+                let body = serde_json::json!({"content": text, "add_special": true, "parse_special": true});
+                let v = self.post_json_once(at, "/tokenize", &body).await?;
                 llama_server::token_count(&v)
             }
             Flavor::Koboldcpp => {
-                let v = self.post_json(at, "/api/extra/tokencount", &serde_json::json!({"prompt": text})).await?;
+                let v = self.post_json_once(at, "/api/extra/tokencount", &serde_json::json!({"prompt": text})).await?;
                 koboldcpp::token_count(&v)
             }
             Flavor::Openai => {
@@ -545,16 +551,20 @@ impl HttpBackend {
                 let routes = openai::tokenize_requests(text, &model);
                 let route = &self.tokenize_route[at];
                 if let Some((path, body)) = route.get().and_then(|i| routes.get(i)) {
-                    return openai::token_count(&self.post_json(at, path, body).await?);
+                    let v = self.post_json_once(at, path, body).await?;
+                    return openai::token_count(&v).map_err(Failure::Fatal);
                 }
+                // The first route that answers is kept; one that does not exist (a 4xx) leads to the next, and
+                // a failure worth retrying is the endpoint's, not the route's.
                 let mut last = None;
                 for (i, (path, body)) in routes.iter().enumerate() {
-                    match self.post_json(at, path, body).await {
+                    match self.post_json_once(at, path, body).await {
                         Ok(v) => {
                             route.set(Some(i));
-                            return openai::token_count(&v);
+                            return openai::token_count(&v).map_err(Failure::Fatal);
                         }
-                        Err(e) => last = Some(e),
+                        Err(Failure::Fatal(e)) => last = Some(e),
+                        Err(retry) => return Err(retry),
                     }
                 }
                 Err(last.unwrap_or_else(|| anyhow!("no tokenize endpoint")).context(format!(
@@ -563,7 +573,8 @@ impl HttpBackend {
                     ep.label
                 )))
             }
-        }
+        };
+        v.map_err(Failure::Fatal)
     }
 
     fn body(&self, ep: &Endpoint, req: &GenRequest<'_>, prompt: &str, max_tokens: u32) -> Result<Value> {

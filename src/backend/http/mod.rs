@@ -21,9 +21,11 @@
 //!   string); parrot watches the text itself, holds back a possible partial stop string before streaming it (with
 //!   [`crate::backend::stream::StopStream`], as in-process), and closes the stream the moment one appears.
 //! * **Faults.** A connection that fails, a 5xx, a stream that stalls past the timeout or ends early is retried with
-//!   exponential backoff (each delay at most 30 s). The JSON calls (tokenize, probes) are retried the same way once
-//!   connected, so a tokenize endpoint that fails ends only that conversation. A retry *continues* the turn: the prompt is extended by the text already received
-//!   and the token limit reduced, so streamed text is never repeated or lost. A 4xx or a malformed stream is not
+//!   exponential backoff (each delay at most 30 s); in a fleet it moves at once to another endpoint in service and
+//!   waits only when there is none. Token counts are retried the same way, so a tokenize endpoint that fails ends
+//!   only that conversation; the start-up probes are retried on their own endpoint. A retry *continues* the turn:
+//!   the prompt is extended by the text already received and the token limit reduced, so streamed text is never
+//!   repeated or lost. A 4xx or a malformed stream is not
 //!   retried. When retries run out the error reaches the driver, which ends the conversation with `error` after the
 //!   last complete turn.
 //!
