@@ -16,8 +16,11 @@ if [ -x "$py" ] && "$py" -c 'import llama_cpp.server.app' >/dev/null 2>&1; then
 fi
 python3 -m venv "$venv"
 "$py" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
-# Only the CPU backend, without the multimodal (llava/mtmd) library: the build is long enough as it is.
-export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}"
+# Only the CPU backend, without the multimodal (llava/mtmd) library: the build is long enough as it is. Not
+# `-march=native`: on a CPU that reports AMX, a native build runs AMX tile instructions that a virtual machine may
+# not enable for the process (`ldtilecfg` then faults, killing the server at its first matrix product, as on this
+# project's Sapphire Rapids VMs); AVX2/FMA/F16C run on every x86-64 machine of the last decade.
+export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON}"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 "$py" -m pip install --disable-pip-version-check "llama-cpp-python[server]==$version" >&2
 "$py" -c 'import llama_cpp.server.app' >&2
