@@ -51,7 +51,7 @@ pub fn run(global: &GlobalArgs, args: ReportArgs) -> Result<ExitCode> {
         baseline: if sets.len() == args.run_dirs.len() { baseline } else { 0 },
     };
     let rendered = report::render(&sets, &options)?;
-    let index = files::write_report(&args.out, &rendered, args.png.then_some(sets.as_slice()))?;
+    let index = files::write_report(&args.out, &rendered, args.png.then_some((sets.as_slice(), options.baseline)))?;
     if !global.quiet {
         let total: usize = sets.iter().map(|s| s.items.len()).sum();
         eprintln!(

@@ -34,25 +34,26 @@ pub fn read_run_sets(paths: &[PathBuf], save: bool) -> (Vec<RunSet>, Vec<String>
 }
 
 /// Writes a rendered report into `out` (created when missing): the conversations' pages, `index.html` and, with
-/// `png`, every summary figure of those run sets as `png/NAME.png`. Returns the path of `index.html`.
+/// `png`, every summary figure of those run sets (tested against the baseline given with them) as `png/NAME.png`.
+/// Returns the path of `index.html`.
 ///
 /// # Errors
 /// When a folder cannot be created or a file cannot be written or removed.
-pub fn write_report(out: &Path, rendered: &Rendered, png: Option<&[RunSet]>) -> Result<PathBuf> {
+pub fn write_report(out: &Path, rendered: &Rendered, png: Option<(&[RunSet], usize)>) -> Result<PathBuf> {
     std::fs::create_dir_all(out).with_context(|| format!("could not create the output folder '{}'", out.display()))?;
     write_pages(out, &rendered.pages)?;
     let index = out.join("index.html");
     write_atomic(&index, rendered.index.as_bytes())?;
-    if let Some(sets) = png {
-        write_pngs(sets, &out.join("png"))?;
+    if let Some((sets, baseline)) = png {
+        write_pngs(sets, baseline, &out.join("png"))?;
     }
     Ok(index)
 }
 
 /// Draws every summary figure as a PNG in `dir`.
-fn write_pngs(sets: &[RunSet], dir: &Path) -> Result<()> {
+fn write_pngs(sets: &[RunSet], baseline: usize, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("could not create '{}'", dir.display()))?;
-    for (name, figure) in summary_figures(sets, false) {
+    for (name, figure) in summary_figures(sets, false, baseline) {
         let path = dir.join(format!("{name}.png"));
         let (width, height) = figure.size();
         let mut rgb = vec![0u8; width as usize * height as usize * 3];

@@ -494,13 +494,13 @@ fn whisker(i: Option<Interval>, significant: bool) -> Option<Whisker> {
 }
 
 /// The figures that summarize all run sets, with a file-name stem each (also the `--png` file names), tested
-/// against the first run set.
+/// against run set `baseline` (`--baseline`; the first by default), as the HTML's are.
 ///
 /// `split` says whether the scatter's points link to conversation pages (see [`Options::inline_max`]) or to
 /// sections of the index.
 #[must_use]
-pub fn summary_figures(sets: &[RunSet], split: bool) -> Vec<(String, Figure)> {
-    figures(sets, split, &Overview::of(sets, 0), &phenomena_shown(sets))
+pub fn summary_figures(sets: &[RunSet], split: bool, baseline: usize) -> Vec<(String, Figure)> {
+    figures(sets, split, &Overview::of(sets, baseline), &phenomena_shown(sets))
 }
 
 fn figures(sets: &[RunSet], split: bool, overview: &Overview, shown: &[String]) -> Vec<(String, Figure)> {

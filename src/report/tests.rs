@@ -261,3 +261,23 @@ fn rates_carry_intervals_and_the_baseline_comparison_is_said_in_words() {
     assert!(diff.contains("breaks "), "no log-rank sentence");
     assert!(!diff[..diff.find("</ul>").unwrap()].contains("class=\"significant\""), "2 vs 1 conversations is noise");
 }
+
+/// `--png` draws the summary figures against the same baseline as the page: with `--baseline` the second set,
+/// the legends say "baseline" under the second set's label, not the first's.
+#[test]
+fn the_png_figures_are_tested_against_the_chosen_baseline() {
+    let sets = two_sets();
+    let notes = |baseline: usize| -> Vec<String> {
+        let figures = summary_figures(&sets, false, baseline);
+        let Some((_, Figure::Scatter { legend, .. })) =
+            figures.iter().find(|(_, f)| matches!(f, Figure::Scatter { .. }))
+        else {
+            panic!("no scatter figure")
+        };
+        legend.iter().map(|e| e.note.clone()).collect()
+    };
+    assert_eq!(notes(0)[0], "baseline");
+    let second = notes(1);
+    assert_eq!(second[1], "baseline", "{second:?}");
+    assert_ne!(second[0], "baseline", "{second:?}");
+}
