@@ -81,6 +81,9 @@ pub struct DirConfidence {
     /// The observations behind `first_break`, for the log-rank test.
     #[serde(skip)]
     pub observations: Vec<Observation>,
+    /// The observations behind `first_break_tokens`, for the log-rank test by tokens.
+    #[serde(skip)]
+    pub token_observations: Option<Vec<Observation>>,
 }
 
 /// A conversation's time to its first break, in clean assistant turns (its onset), or censored (see the module
@@ -145,10 +148,12 @@ pub fn of_conversations<'a>(dir: &str, cs: impl Iterator<Item = &'a Conversation
     let values = |f: fn(&ConversationAnalysis) -> Option<f64>| cs.iter().filter_map(|c| f(c)).collect::<Vec<f64>>();
     let observations: Vec<Observation> = cs.iter().map(|c| observation(c)).collect();
     let first_break = stats::kaplan_meier(&observations);
-    let first_break_tokens = token_observations(cs.iter().copied()).map(|o| stats::kaplan_meier(&o));
+    let by_tokens = token_observations(cs.iter().copied());
+    let first_break_tokens = by_tokens.as_deref().map(stats::kaplan_meier);
     DirConfidence {
         dir: dir.to_string(),
         observations,
+        token_observations: by_tokens,
         rates,
         broken: Rate::new(count(&|c| c.first_onset.is_some()), n),
         loop_density: stats::bootstrap_mean(&values(|c| Some(c.legacy.loop_density)), BOOTSTRAP_SEED),
@@ -166,8 +171,9 @@ pub fn of_conversations<'a>(dir: &str, cs: impl Iterator<Item = &'a Conversation
 pub struct Comparison {
     /// The folder compared.
     pub dir: String,
-    /// What is compared: a phenomenon name (its "either speaker" rate, Fisher's exact test) or `first_break`
-    /// (time to first break, log-rank test).
+    /// What is compared: a phenomenon name (its "either speaker" rate, Fisher's exact test), `first_break`
+    /// (time to first break in assistant turns, log-rank test) or `first_break_tokens` (the same in tokens consumed,
+    /// where both folders record tokens).
     pub what: String,
     /// The raw p-value.
     pub p: f64,
@@ -191,6 +197,19 @@ fn fmt_p(p: f64) -> String {
     }
 }
 
+/// A log-rank comparison in words: "breaks later than baseline: median 31 vs 18 turns". Later when the folder's
+/// median (`m1`, in `unit`) is past the baseline's (`m0`) or not reached; with neither reached, when it breaks
+/// less often.
+fn break_words(conf: &DirConfidence, base: &DirConfidence, m1: Option<f64>, m0: Option<f64>, unit: &str) -> String {
+    let later = match (m1, m0) {
+        (None, Some(_)) => true,
+        (Some(a), Some(b)) => a > b,
+        _ => conf.broken.interval.map(|x| x.estimate) < base.broken.interval.map(|x| x.estimate),
+    };
+    let when = if later { "later" } else { "earlier" };
+    format!("breaks {when} than baseline: median {} vs {} {unit}", fmt_median(m1), fmt_median(m0))
+}
+
 /// Tests every folder but `baseline` (an index into `confs`) against it; p-values Holm-adjusted together.
 #[must_use]
 pub fn compare(confs: &[DirConfidence], baseline: usize) -> Vec<Comparison> {
@@ -212,19 +231,15 @@ pub fn compare(confs: &[DirConfidence], baseline: usize) -> Vec<Comparison> {
             raw.push((conf.dir.clone(), name.clone(), p, words));
         }
         if let Some(lr) = stats::logrank(&conf.observations, &base.observations) {
-            let (m1, m0) = (conf.median_first_break.estimate, base.median_first_break.estimate);
-            let later = match (m1, m0) {
-                (None, Some(_)) => true,
-                (Some(a), Some(b)) => a > b,
-                _ => conf.broken.interval.map(|x| x.estimate) < base.broken.interval.map(|x| x.estimate),
-            };
-            let words = format!(
-                "breaks {} than baseline: median {} vs {} turns",
-                if later { "later" } else { "earlier" },
-                fmt_median(m1),
-                fmt_median(m0)
-            );
+            let words =
+                break_words(conf, base, conf.median_first_break.estimate, base.median_first_break.estimate, "turns");
             raw.push((conf.dir.clone(), "first_break".into(), lr.p, words));
+        }
+        let tokens = conf.token_observations.as_deref().zip(base.token_observations.as_deref());
+        if let Some(lr) = tokens.and_then(|(a, b)| stats::logrank(a, b)) {
+            let median = |c: &DirConfidence| c.median_first_break_tokens.as_ref().and_then(|m| m.estimate);
+            let words = break_words(conf, base, median(conf), median(base), "tokens");
+            raw.push((conf.dir.clone(), "first_break_tokens".into(), lr.p, words));
         }
     }
     let adjusted = stats::holm(&raw.iter().map(|r| r.2).collect::<Vec<_>>());
@@ -360,5 +375,41 @@ mod tests {
         let confs: Vec<DirConfidence> = dirs.iter().map(of_dir).collect();
         assert!(compare(&confs, 0).iter().all(|c| !c.significant));
         assert_eq!(sample_sizes(&confs, 0), vec![("b".to_string(), None)]);
+    }
+
+    #[test]
+    fn the_time_to_first_break_is_also_tested_by_tokens() {
+        // The same onsets in turns, but the second folder's turns are ten times longer: it breaks far later in
+        // tokens consumed. By turns the folders are alike; by tokens they differ.
+        let with_tokens = |onset: Option<usize>, per_turn: u64| {
+            let mut c = conv(onset, 20);
+            c.total_tokens = Some(20 * per_turn);
+            if let (Some(d), Some(t)) = (c.detectors.get_mut("single_turn_loop"), onset) {
+                d.assistant.onset_tokens = Some(t as u64 * per_turn);
+            }
+            c
+        };
+        let short = dir("short", (0..20).map(|i| with_tokens(Some(3 + i % 4), 10)).collect());
+        let long = dir("long", (0..20).map(|i| with_tokens(Some(3 + i % 4), 100)).collect());
+        let dirs = [short, long];
+        let confs: Vec<DirConfidence> = dirs.iter().map(of_dir).collect();
+        let cmp = compare(&confs, 0);
+        let by_turns = cmp.iter().find(|c| c.what == "first_break").unwrap();
+        assert!(!by_turns.significant, "{by_turns:?}");
+        let by_tokens = cmp.iter().find(|c| c.what == "first_break_tokens").expect("a log-rank test by tokens");
+        let lr = stats::logrank(
+            confs[1].token_observations.as_deref().unwrap(),
+            confs[0].token_observations.as_deref().unwrap(),
+        )
+        .unwrap();
+        assert!((by_tokens.p - lr.p).abs() < 1e-12, "{by_tokens:?}");
+        assert!(by_tokens.significant, "{by_tokens:?}");
+        assert!(
+            by_tokens.sentence.starts_with("breaks later than baseline: median 500 vs 50 tokens"),
+            "{}",
+            by_tokens.sentence
+        );
+        // Holm-adjusted together with the others.
+        assert!(by_tokens.p_adjusted >= by_tokens.p);
     }
 }

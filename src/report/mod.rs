@@ -463,9 +463,10 @@ impl Overview {
             .collect()
     }
 
-    /// The log-rank test against the baseline in a few words: "breaks later than baseline (Holm p = 0.004)".
-    fn break_note(&self, set: usize) -> Option<(String, bool)> {
-        let c = self.comparison(set, "first_break")?;
+    /// The log-rank test against the baseline in a few words: "breaks later than baseline (Holm p = 0.004)";
+    /// `what` is `first_break` (by turns) or `first_break_tokens`.
+    fn break_note(&self, set: usize, what: &str) -> Option<(String, bool)> {
+        let c = self.comparison(set, what)?;
         let head = c.sentence.split(':').next().unwrap_or(&c.sentence);
         Some((format!("{head} (Holm {})", fmt_p(c.p_adjusted)), c.significant))
     }
@@ -550,7 +551,7 @@ fn figures(sets: &[RunSet], split: bool, overview: &Overview, shown: &[String]) 
         overview
             .comparisons
             .iter()
-            .filter(|c| c.dir == overview.confs[i].dir && c.significant && c.what != "first_break")
+            .filter(|c| c.dir == overview.confs[i].dir && c.significant && !c.what.starts_with("first_break"))
             .count()
     };
     let rate_legend = overview.legend(|i| {
@@ -601,7 +602,7 @@ fn figures(sets: &[RunSet], split: bool, overview: &Overview, shown: &[String]) 
             x_label: "assistant turns".into(),
             integer: true,
             curves,
-            legend: overview.legend(|i| overview.break_note(i)),
+            legend: overview.legend(|i| overview.break_note(i, "first_break")),
         },
     ));
     let token_curves: Vec<Curve> = overview
@@ -611,18 +612,17 @@ fn figures(sets: &[RunSet], split: bool, overview: &Overview, shown: &[String]) 
         .filter_map(|(i, c)| c.first_break_tokens.as_ref().map(|km| Curve { set: i, points: band_points(km) }))
         .collect();
     if !token_curves.is_empty() {
-        let token_legend = overview
-            .confs
-            .iter()
-            .map(|c| LegendEntry {
-                label: c.dir.clone(),
-                note: c
-                    .median_first_break_tokens
-                    .as_ref()
-                    .map_or_else(|| "no tokens recorded".into(), |m| fmt_median(m, "tokens")),
-                significant: false,
+        // Each set's median in tokens, and the log-rank test by tokens against the baseline.
+        let token_legend = overview.legend(|i| {
+            let median = overview.confs[i]
+                .median_first_break_tokens
+                .as_ref()
+                .map_or_else(|| "no tokens recorded".into(), |m| fmt_median(m, "tokens"));
+            Some(match overview.break_note(i, "first_break_tokens") {
+                Some((note, significant)) => (format!("{median}; {note}"), significant),
+                None => (median, false),
             })
-            .collect();
+        });
         out.push((
             "onset_tokens".into(),
             Figure::Onset {
