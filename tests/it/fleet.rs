@@ -211,7 +211,7 @@ fn issue_13_three_real_servers_one_killed_mid_run_every_conversation_completes_a
     let child = parrot()
         .args(["run", "--config", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"])
         .args(&flags)
-        .args(["-n", &n.to_string(), "--parallel", "6", "--total-tokens", "24", "--turn-max-tokens", "8"])
+        .args(["-n", &n.to_string(), "--parallel", "6", "--total-tokens", "48", "--turn-max-tokens", "8"])
         .args(["--http-backoff-ms", "50", "--http-retries", "4"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

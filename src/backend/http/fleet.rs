@@ -345,12 +345,14 @@ impl Fleet {
             return;
         }
         s.failures += 1;
-        if lease.probe || s.down_until.is_some() {
+        if lease.probe {
             s.backoff = (s.backoff * 2).min(MAX_BACKOFF);
             s.down_until = Some(now + s.backoff);
-        } else if s.failures >= FAILURES_TO_EJECT {
+        } else if s.down_until.is_none() && s.failures >= FAILURES_TO_EJECT {
             s.down_until = Some(now + s.backoff);
         }
+        // A request that fails once the endpoint is out (leased before, or while the whole fleet was down) says
+        // nothing new: only a failed probe lengthens the wait.
     }
 
     /// The earliest time a down endpoint may be probed (for a caller with nothing to acquire to sleep until).
@@ -443,6 +445,20 @@ mod tests {
         f.release(p, true, t);
         assert!(f.is_up(0));
         assert_eq!(f.next_probe(), None);
+    }
+
+    #[test]
+    fn requests_that_fail_after_the_endpoint_is_out_do_not_delay_its_probe() {
+        // Six requests in flight on an endpoint that dies: two take it out, the other four fail after. Only probes
+        // extend the wait; stragglers leased before it went out must not push its first probe towards the cap.
+        let t0 = Instant::now();
+        let mut f = Fleet::new(&[1, 1], None);
+        f.slots[0].in_flight = 6;
+        for _ in 0..6 {
+            f.release(Lease { index: 0, probe: false }, false, t0);
+        }
+        assert!(!f.is_up(0));
+        assert_eq!(f.next_probe(), Some(t0 + FIRST_BACKOFF), "probed after the first backoff");
     }
 
     #[test]
