@@ -371,7 +371,7 @@ fn conversation_of_transcript(t: &transcript::Transcript, name: &str) -> Convers
         .collect();
     if let Some(s) = &t.summary {
         let ms = s.assistant.generation_ms + s.user.generation_ms;
-        let tokens = s.assistant.tokens + s.user.tokens;
+        let tokens = s.assistant.tokens.saturating_add(s.user.tokens);
         conv.tokens_per_s = (ms > 0.0).then(|| tokens as f64 * 1000.0 / ms);
     }
     conv.complete =
@@ -950,5 +950,17 @@ Assistant Model: a.gguf\nUser Model: u.gguf\n\n=== system @ 0 ===\nS\n=== assist
             .to_string();
         assert_eq!(err, "line 2 is longer than 64 MiB, the most parrot reads of one line");
         assert!(read.get() < bound, "read {} bytes", read.get());
+    }
+
+    /// #15: a transcript's summary is input; token counts at the top of u64 must not overflow when added.
+    #[test]
+    fn a_summary_with_huge_token_counts_reads_without_overflow() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/report/pen11/conv-0.jsonl");
+        let text =
+            std::fs::read_to_string(path).unwrap().replace("\"tokens\": 66,", "\"tokens\": 18446744073709551615,");
+        let text = text.replace("\"tokens\": 48,", "\"tokens\": 18446744073709551615,");
+        assert_eq!(text.matches("18446744073709551615").count(), 2);
+        let conv = parse_reader(text.as_bytes(), "conv-0.jsonl", None).unwrap();
+        assert!(conv.tokens_per_s.is_some_and(f64::is_finite));
     }
 }

@@ -58,9 +58,10 @@ impl SseParser {
         self.buf.extend_from_slice(bytes);
         // Taken out while its lines are read, so that a line can borrow it while the parser's state changes.
         let buf = std::mem::take(&mut self.buf);
+        let mut from = std::mem::take(&mut self.scanned);
+        // An error below drops `buf`: the parser is then empty, and `scanned` already 0 for a later call.
         let mut out = Vec::new();
         let mut start = 0;
-        let mut from = self.scanned;
         while let Some(pos) = buf[from..].iter().position(|&b| b == b'\n') {
             let nl = from + pos;
             let mut line = &buf[start..nl];
@@ -250,5 +251,15 @@ mod tests {
         assert!(p.push(b"data: {\"a\"").unwrap().is_empty());
         let ev = p.push(b":1}\n\n").unwrap();
         assert_eq!(ev[0].data, "{\"a\":1}");
+    }
+
+    #[test]
+    fn a_push_after_an_error_does_not_panic() {
+        let mut p = SseParser::default();
+        assert!(p.push(b"data: a").unwrap().is_empty(), "a partial line is kept");
+        assert!(p.push(b"\nbogus\n").is_err());
+        // The parser is empty now: a later push must start afresh, not slice at the old offset.
+        assert!(p.push(b"d").unwrap().is_empty());
+        assert_eq!(p.push(b"ata: b\n\n").unwrap().len(), 1);
     }
 }
