@@ -396,7 +396,7 @@ pub fn read_transcript<R: Read>(reader: R, name: &str) -> Result<Transcript> {
     };
     if header.format_version > FORMAT_VERSION {
         bail!(
-            "{name}: transcript format version {} is newer than this parrot understands ({FORMAT_VERSION}); upgrade parrot",
+            "{name}: line 1: transcript format version {} is newer than this parrot understands ({FORMAT_VERSION}); upgrade parrot",
             header.format_version
         );
     }
