@@ -15,8 +15,9 @@
 //!   without a break is censored at its total tokens. Only folders where every conversation records tokens get
 //!   it;
 //! - each folder is compared with the baseline (the first folder unless chosen): per phenomenon Fisher's exact
-//!   test of the "either speaker" rates, and a log-rank test of the time to first break; the p-values of all
-//!   comparisons are Holm-adjusted together, and "significant" means adjusted p < [`stats::ALPHA`].
+//!   test of the "either speaker" rates, the same for the rate of conversations with any phenomenon ([`ANY`]),
+//!   and a log-rank test of the time to first break; the p-values of all comparisons are Holm-adjusted together,
+//!   and "significant" means adjusted p < [`stats::ALPHA`].
 
 use serde::Serialize;
 
@@ -171,7 +172,8 @@ pub fn of_conversations<'a>(dir: &str, cs: impl Iterator<Item = &'a Conversation
 pub struct Comparison {
     /// The folder compared.
     pub dir: String,
-    /// What is compared: a phenomenon name (its "either speaker" rate, Fisher's exact test), `first_break`
+    /// What is compared: a phenomenon name (its "either speaker" rate, Fisher's exact test), [`ANY`] (the rate of
+    /// conversations with any phenomenon, Fisher's exact test), `first_break`
     /// (time to first break in assistant turns, log-rank test) or `first_break_tokens` (the same in tokens consumed,
     /// where both folders record tokens).
     pub what: String,
@@ -210,6 +212,17 @@ fn break_words(conf: &DirConfidence, base: &DirConfidence, m1: Option<f64>, m0: 
     format!("breaks {when} than baseline: median {} vs {} {unit}", fmt_median(m1), fmt_median(m0))
 }
 
+/// What the comparison of the "any phenomenon" rates ([`DirConfidence::broken`]) is called in [`Comparison::what`].
+pub const ANY: &str = "any";
+
+/// A rate comparison in words: "single_turn_loop less often than baseline: 17% vs 100%" (`k1` of `n1` against
+/// the baseline's `k0` of `n0`).
+fn rate_words(name: &str, k1: u64, n1: u64, k0: u64, n0: u64) -> String {
+    let pct = |k: u64, n: u64| 100.0 * k as f64 / n.max(1) as f64;
+    let more = if u128::from(k1) * u128::from(n0) > u128::from(k0) * u128::from(n1) { "more" } else { "less" };
+    format!("{name} {more} often than baseline: {:.0}% vs {:.0}%", pct(k1, n1), pct(k0, n0))
+}
+
 /// Tests every folder but `baseline` (an index into `confs`) against it; p-values Holm-adjusted together.
 #[must_use]
 pub fn compare(confs: &[DirConfidence], baseline: usize) -> Vec<Comparison> {
@@ -225,10 +238,12 @@ pub fn compare(confs: &[DirConfidence], baseline: usize) -> Vec<Comparison> {
                 continue;
             }
             let p = stats::fisher_exact(k1, n1 - k1, k0, n0 - k0);
-            let pct = |k: u64, n: u64| 100.0 * k as f64 / n as f64;
-            let more = if k1 * n0 > k0 * n1 { "more" } else { "less" };
-            let words = format!("{name} {more} often than baseline: {:.0}% vs {:.0}%", pct(k1, n1), pct(k0, n0));
-            raw.push((conf.dir.clone(), name.clone(), p, words));
+            raw.push((conf.dir.clone(), name.clone(), p, rate_words(name, k1, n1, k0, n0)));
+        }
+        let (k1, n1, k0, n0) = (conf.broken.count, conf.broken.of, base.broken.count, base.broken.of);
+        if k1 + k0 > 0 && n0 > 0 {
+            let p = stats::fisher_exact(k1, n1 - k1, k0, n0 - k0);
+            raw.push((conf.dir.clone(), ANY.into(), p, rate_words("any phenomenon", k1, n1, k0, n0)));
         }
         if let Some(lr) = stats::logrank(&conf.observations, &base.observations) {
             let words =
@@ -329,6 +344,10 @@ mod tests {
         let fisher = cmp.iter().find(|c| c.what == "single_turn_loop").unwrap();
         assert!(fisher.significant && fisher.p_adjusted >= fisher.p);
         assert!(fisher.sentence.contains("less often than baseline: 17% vs 100%"), "{}", fisher.sentence);
+        let any = cmp.iter().find(|c| c.what == ANY).expect("the rate of any phenomenon is tested too");
+        assert!(any.significant, "{any:?}");
+        assert!(any.sentence.starts_with("any phenomenon less often than baseline: 17% vs 100%"), "{}", any.sentence);
+        assert_eq!(any.p, stats::fisher_exact(5, 25, 30, 0));
         let n = sample_sizes(&confs, 0);
         assert_eq!(n.len(), 1);
         assert!(n[0].1.unwrap() < 10);

@@ -449,6 +449,11 @@ impl Overview {
         self.comparisons.iter().find(|c| &c.dir == dir && c.what == what)
     }
 
+    /// Whether run set `set` differs significantly from the baseline in `what` (after Holm's adjustment).
+    fn significant(&self, set: usize, what: &str) -> bool {
+        self.comparison(set, what).is_some_and(|c| c.significant)
+    }
+
     /// Legend entries with, under each label, `note(set)` (the baseline says so instead, when there are others).
     fn legend(&self, note: impl Fn(usize) -> Option<(String, bool)>) -> Vec<LegendEntry> {
         (0..self.labels.len())
@@ -538,14 +543,16 @@ fn figures(sets: &[RunSet], split: bool, overview: &Overview, shown: &[String]) 
                 .enumerate()
                 .map(|(i, c)| {
                     let rate = c.rates.iter().find(|(n, _)| n == p).and_then(|(_, r)| r.any.interval);
-                    whisker(rate, overview.comparison(i, p).is_some_and(|c| c.significant))
+                    whisker(rate, overview.significant(i, p))
                 })
                 .collect(),
         })
         .collect();
     rows.push(ForestRow {
         name: "any".into(),
-        values: overview.confs.iter().map(|c| whisker(c.broken.interval, false)).collect(),
+        values: (0..overview.confs.len())
+            .map(|i| whisker(overview.confs[i].broken.interval, overview.significant(i, confidence::ANY)))
+            .collect(),
     });
     let significant = |i: usize| {
         overview
@@ -957,15 +964,21 @@ pub fn render(sets: &[RunSet], options: &Options) -> Result<Rendered> {
         ];
         cells.extend(summary.rates.iter().zip(&phenomena).map(|(r, p)| {
             let mut cell = Cell::pct_interval(*r, rate_interval(p));
-            cell.significant = overview.comparison(i, p).is_some_and(|c| c.significant);
+            cell.significant = overview.significant(i, p);
             cell
         }));
-        cells.push(Cell::pct_interval(summary.any_rate, conf.broken.interval));
+        let mut any = Cell::pct_interval(summary.any_rate, conf.broken.interval);
+        any.significant = overview.significant(i, confidence::ANY);
+        cells.push(any);
         let mut onset = Cell::median(summary.samples, &conf.median_first_break);
-        onset.significant = overview.comparison(i, "first_break").is_some_and(|c| c.significant);
+        onset.significant = overview.significant(i, "first_break");
         cells.push(onset);
         cells.push(match &conf.median_first_break_tokens {
-            Some(m) => Cell::median(summary.samples, m),
+            Some(m) => {
+                let mut cell = Cell::median(summary.samples, m);
+                cell.significant = overview.significant(i, "first_break_tokens");
+                cell
+            }
             None => Cell::num(None, 0),
         });
         cells.push(Cell::mean_interval(summary.tokens_per_s, conf.tokens_per_s, 1));

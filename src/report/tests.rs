@@ -281,3 +281,27 @@ fn the_png_figures_are_tested_against_the_chosen_baseline() {
     assert_eq!(second[1], "baseline", "{second:?}");
     assert_ne!(second[0], "baseline", "{second:?}");
 }
+
+/// #16: every cell of the summary table that has a test against the baseline carries its ★ when the test is
+/// significant — the rate of any phenomenon and the median first break in tokens too, not only the phenomena and
+/// the median in turns.
+#[test]
+fn the_any_rate_and_the_token_median_are_marked_when_significant() {
+    let texts = ["a b c d", "e f", "g h i j", "k l", "m n o p", "q r", "s t u v", "w x", "y z a b", "c d"];
+    let set = |dir: &str, onset: Option<usize>| RunSet {
+        dir: dir.into(),
+        items: (0..30).map(|k| item(&format!("{dir}/{k}.jsonl"), 1.0, &texts, 0.1, onset)).collect(),
+        problems: vec![],
+    };
+    let html = render(&[set("runs/base", Some(1)), set("runs/dry", None)], &Options::default()).unwrap().index;
+    let table = &html[html.find("id=\"summary-table\"").unwrap()..];
+    let row = &table[table.find("<tr data-set=\"1\"").unwrap()..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    let cells: Vec<&str> = row.split("<td").skip(1).collect();
+    let marked: Vec<usize> = (0..cells.len()).filter(|&k| cells[k].contains("class=\"significant\"")).collect();
+    // Columns: label, conversations, response length, loop density, single_turn_loop, any, median onset (turns),
+    // median onset (tokens), tokens/s. Every one with a test is marked; the others are not.
+    assert_eq!(marked, [4, 5, 6, 7], "{row}");
+    let base = &table[table.find("<tr data-set=\"0\"").unwrap()..];
+    assert!(!base[..base.find("</tr>").unwrap()].contains("class=\"significant\""), "the baseline is never marked");
+}
