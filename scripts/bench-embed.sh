@@ -3,7 +3,8 @@
 # they find on the labelled set `tests/fixtures/meaning/` beside the lexical detectors alone: recall on the
 # paraphrase loops, false positives on the healthy conversations, onset error (assistant turns).
 #
-#   scripts/bench-embed.sh [PARROT_BINARY]     (default: target/release/parrot, else target/debug/parrot)
+#   scripts/bench-embed.sh [PARROT_BINARY [LABELLED_SET_DIR]]  (default: target/release/parrot, else target/debug/parrot;
+#                                                              tests/fixtures/meaning, with its labels.json)
 #
 # Cost = wall time of `analyze --embed` minus that of the same `analyze` without it, divided by the turns embedded
 # (every non-system message), model load included; run it on a quiet machine, figures from a loaded one vary.
@@ -15,7 +16,7 @@ if [ -z "$bin" ]; then
   if [ -x target/release/parrot ]; then bin=target/release/parrot; else bin=target/debug/parrot; fi
 fi
 mapfile -t models < <(scripts/fetch-test-models.sh)
-set_dir=tests/fixtures/meaning
+set_dir="${2:-tests/fixtures/meaning}"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 

@@ -289,7 +289,7 @@ impl Figure {
     #[must_use]
     pub fn size(&self) -> (u32, u32) {
         let legend_height = |legend: &[LegendEntry]| {
-            let lines: usize = legend.iter().map(|e| if e.note.is_empty() { 1 } else { 2 }).sum();
+            let lines: usize = legend.iter().enumerate().map(|(i, e)| legend_lines(i, e).len()).sum();
             (LEGEND_TOP + LEGEND_LINE * lines as i32 + LEGEND_GAP * legend.len() as i32 + 10) as u32
         };
         match self {
@@ -381,6 +381,52 @@ const LEGEND_LINE: i32 = 17;
 const LEGEND_TOP: i32 = 16;
 const LEGEND_GAP: i32 = 5;
 
+/// The most characters of a label's settings on one legend line; they wrap at their commas beyond it.
+const LEGEND_LINE_CHARS: usize = 40;
+/// The share of the legend's width that [`fit`] lets text take: browsers draw the SVG's `sans-serif` with their
+/// own font, up to ~15% wider than the embedded one measures.
+const LEGEND_FIT: f64 = 0.85;
+
+/// How a legend line is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LegendStyle {
+    /// The run set's number and name.
+    Name,
+    /// Settings that tell the set apart, or a note.
+    Muted,
+    /// A note stating a significant difference.
+    Alert,
+}
+
+/// The lines of legend entry `i`: its number and name (the label up to ` · `), then the settings that follow in
+/// the label, wrapped at their commas so that every one is shown whole rather than cut to a prefix the sets share,
+/// then its note (★ when significant).
+fn legend_lines(i: usize, entry: &LegendEntry) -> Vec<(String, LegendStyle)> {
+    let (name, settings) = entry.label.split_once(" · ").unwrap_or((entry.label.as_str(), ""));
+    let mut lines = vec![(format!("{}. {name}", i + 1), LegendStyle::Name)];
+    let mut line = String::new();
+    for pair in settings.split(", ").filter(|p| !p.is_empty()) {
+        if !line.is_empty() && line.chars().count() + 2 + pair.chars().count() > LEGEND_LINE_CHARS {
+            lines.push((std::mem::take(&mut line) + ",", LegendStyle::Muted));
+        }
+        if !line.is_empty() {
+            line.push_str(", ");
+        }
+        line.push_str(pair);
+    }
+    if !line.is_empty() {
+        lines.push((line, LegendStyle::Muted));
+    }
+    if !entry.note.is_empty() {
+        lines.push(if entry.significant {
+            (format!("★ {}", entry.note), LegendStyle::Alert)
+        } else {
+            (entry.note.clone(), LegendStyle::Muted)
+        });
+    }
+    lines
+}
+
 /// `text` cut with an ellipsis to fit `width` pixels at `px` pixels as the page shows it (measured with the
 /// embedded font; a `--png` chart draws its text 1.24 times larger, see [`SVG_FONT_SCALE`], and may cut it at the
 /// image's edge).
@@ -418,7 +464,7 @@ fn draw_legend<DB: DrawingBackend>(
     let text = font(LEGEND_FONT).color(&RGBColor(0x22, 0x22, 0x22));
     let muted = font(LEGEND_FONT).color(&AXIS);
     let alert = font(LEGEND_FONT).color(&ALERT);
-    let width = LEGEND_WIDTH - 40;
+    let width = (f64::from(LEGEND_WIDTH - 40) * LEGEND_FIT) as u32;
     let mut y = LEGEND_TOP;
     for (i, entry) in entries.iter().enumerate() {
         let style = set_style(i);
@@ -434,14 +480,14 @@ fn draw_legend<DB: DrawingBackend>(
             Shape::Cross => side.draw(&Cross::new(at, 4, style.color.stroke_width(2))),
         }
         .map_err(err)?;
-        // Numbered like the page's legend, so a cut label is still identified.
-        let label = fit(&side, &format!("{}. {}", i + 1, entry.label), LEGEND_FONT, width);
-        side.draw(&Text::new(label, (34, y - 8), text.clone())).map_err(err)?;
-        y += LEGEND_LINE;
-        if !entry.note.is_empty() {
-            let (note, style) =
-                if entry.significant { (format!("★ {}", entry.note), &alert) } else { (entry.note.clone(), &muted) };
-            side.draw(&Text::new(fit(&side, &note, LEGEND_FONT, width), (34, y - 8), style.clone())).map_err(err)?;
+        // Numbered like the page's legend, so a cut line is still identified.
+        for (line, kind) in legend_lines(i, entry) {
+            let style = match kind {
+                LegendStyle::Name => &text,
+                LegendStyle::Muted => &muted,
+                LegendStyle::Alert => &alert,
+            };
+            side.draw(&Text::new(fit(&side, &line, LEGEND_FONT, width), (34, y - 8), style.clone())).map_err(err)?;
             y += LEGEND_LINE;
         }
         y += LEGEND_GAP;
@@ -992,6 +1038,32 @@ mod tests {
         assert!(svg.contains("a&lt;&amp;&gt;"), "the legend is drawn and escaped");
         assert!(svg.contains("★ &lt;i&gt;"), "the note is drawn, marked and escaped");
         assert!(svg.trim_end().ends_with("</svg>"));
+    }
+
+    /// #16: labels that share a long prefix (`dry_multiplier=0.0, repeat_penalty=1.0` / `…=1.1`) were cut to that
+    /// prefix in the charts' legends; the settings now wrap at their commas, each drawn whole.
+    #[test]
+    fn legend_labels_keep_the_settings_that_tell_sets_apart() {
+        let entry = |label: &str| LegendEntry { label: label.into(), ..LegendEntry::default() };
+        let legend = vec![
+            entry("baseline · dry_multiplier=0.0, repeat_penalty=1.0, assistant_model=gemma-3-270m +1 more"),
+            entry("pen11 · dry_multiplier=0.0, repeat_penalty=1.1, assistant_model=gemma-3-270m +1 more"),
+            LegendEntry { label: "dry08".into(), note: "breaks later".into(), significant: true },
+        ];
+        let lines: Vec<String> = legend_lines(1, &legend[1]).into_iter().map(|(l, _)| l).collect();
+        assert_eq!(lines[0], "2. pen11");
+        assert!(lines[1..].iter().all(|l| l.chars().count() <= LEGEND_LINE_CHARS + 1), "{lines:?}");
+        assert_eq!(lines[1..].concat(), "dry_multiplier=0.0, repeat_penalty=1.1,assistant_model=gemma-3-270m +1 more");
+        assert_eq!(
+            legend_lines(2, &legend[2]),
+            [("3. dry08".to_string(), LegendStyle::Name), ("★ breaks later".to_string(), LegendStyle::Alert)]
+        );
+        let fig = Figure::Scatter { sets: vec![vec![], vec![], vec![]], legend };
+        let svg = fig.svg().unwrap();
+        for whole in ["repeat_penalty=1.0", "repeat_penalty=1.1", "2. pen11", "★ breaks later"] {
+            assert!(svg.contains(whole), "{whole} is drawn whole");
+        }
+        assert!(!svg.contains('…'), "nothing is cut");
     }
 
     #[test]
