@@ -223,6 +223,31 @@ mod tests {
         assert!(false_alarms as f64 / healthy as f64 <= 0.05, "false positives {false_alarms}/{healthy}");
     }
 
+    /// #14: embeddings with the other test model, Gemma 3 270M (a base LLM, no pooling in its metadata): one unit
+    /// vector per turn of the model's width, the same for the same text whether it is embedded alone or in a batch
+    /// with other turns, and a turn closer to its paraphrase than to an unrelated turn.
+    #[test]
+    fn gemma_embeds_each_turn_alone_and_in_a_batch_alike() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let model = root.join(".models/gemma-3-270m-q4_k_m.gguf");
+        let e = LlamaEmbedder::load(&model, "gemma3-270m", Some(1), 0).unwrap();
+        assert_eq!(e.pooling, "mean (default)");
+        let kiss = "Skye: *leans in and kisses Mark softly on the pier as the sun goes down*";
+        let again = "Skye: *on the pier, at dusk, her lips find Mark's in a gentle kiss*";
+        let tax = "Mark: The quarterly tax form needs the receipts from March and April.";
+        let batch = e.embed(&[kiss, tax, again, kiss]).unwrap();
+        let alone = e.embed(&[again]).unwrap();
+        let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+        assert_eq!(batch.len(), 4);
+        assert!(batch.iter().all(|v| v.len() == 640), "Gemma 3 270M's embedding width");
+        assert!(batch.iter().all(|v| (cos(v, v) - 1.0).abs() < 1e-4), "unit vectors");
+        // Measured: 0.99988 and 0.99974 (a batch's rows go through llama.cpp's quantized kernels in other chunks,
+        // so they round a little differently); a paraphrase 0.955, another topic 0.652.
+        assert!(cos(&batch[0], &batch[3]) > 0.999, "the same text, the same vector");
+        assert!(cos(&batch[2], &alone[0]) > 0.999, "a batch does not change a turn's vector");
+        assert!(cos(&batch[0], &batch[2]) > cos(&batch[0], &batch[1]), "a paraphrase is nearer than another topic");
+    }
+
     #[test]
     fn a_missing_embedding_model_is_a_clear_error() {
         let err = LlamaEmbedder::load(Path::new("/nowhere/x.gguf"), "x", None, 0).unwrap_err();
