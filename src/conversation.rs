@@ -164,7 +164,8 @@ impl<'c> Dialogue<'c> {
             for t in done {
                 d.history.push((t.speaker, t.text.clone()));
                 if !t.opening {
-                    d.tokens_so_far += u64::from(t.tokens);
+                    // Saturating: the resumed transcript and `initial_tokens` are input; a full count ends on budget.
+                    d.tokens_so_far = d.tokens_so_far.saturating_add(u64::from(t.tokens));
                     d.totals_mut(t.speaker).add(t);
                 }
             }
@@ -282,7 +283,8 @@ impl<'c> Dialogue<'c> {
         if g.stop_reason == StopReason::ContextFull && g.tokens == 0 {
             return Ok(Some(self.summary(EndReason::ContextFull, None)));
         }
-        self.tokens_so_far += u64::from(g.tokens);
+        // A server's count is input too (it may pass `max_tokens`): saturate rather than overflow.
+        self.tokens_so_far = self.tokens_so_far.saturating_add(u64::from(g.tokens));
         let prefix = self.prefix(plan.speaker);
         let text = format!("{prefix}{}", g.text);
         let record = TurnRecord {
@@ -470,6 +472,31 @@ mod tests {
         let (summary, sink) = go(&c, &mut a, &mut u);
         assert_eq!(summary.stop_reason, EndReason::ContextFull);
         assert!(sink.turns.iter().all(|t| t.opening));
+    }
+
+    /// #15: a resumed transcript and its config are input. Turns that carry the count past `u64` end the
+    /// conversation on its budget instead of overflowing.
+    #[test]
+    fn a_resume_past_u64_tokens_ends_on_the_budget() {
+        let mut c = config();
+        c.initial_tokens = u64::MAX - 1;
+        c.total_tokens = u64::MAX;
+        c.validate().unwrap();
+        let mut sink = Collect::default();
+        Dialogue::start(&c, 7, &[], &mut sink).unwrap();
+        let mut done = sink.turns.clone();
+        let mut turn = done.last().unwrap().clone();
+        turn.index += 1;
+        turn.speaker = Speaker::Assistant;
+        turn.opening = false;
+        turn.tokens = 5;
+        done.push(turn);
+        let mut a = Scripted::new(&[" a"], 10_000);
+        let mut u = Scripted::new(&["u"], 10_000);
+        let cancel = AtomicBool::new(false);
+        let mut roles = Roles { assistant: &mut a, user: &mut u };
+        let summary = run_conversation(&c, &mut roles, 7, &done, &mut sink, &cancel).unwrap();
+        assert_eq!((summary.stop_reason, summary.total_tokens), (EndReason::Budget, u64::MAX));
     }
 
     #[test]
