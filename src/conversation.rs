@@ -70,7 +70,8 @@ pub fn turn_seed(conversation_seed: u32, index: u32) -> u32 {
 pub fn user_view(config: &Config, history: &[(Speaker, String)], drop: usize) -> Vec<ChatMessage> {
     let turns: Vec<&(Speaker, String)> = history.iter().filter(|(s, _)| *s != Speaker::System).collect();
     let start = turns.len().saturating_sub(config.user_memory) + drop;
-    let mut out = Vec::with_capacity(config.user_memory + 1);
+    // `user_memory` is input (any usize): the window never holds more than the history.
+    let mut out = Vec::with_capacity(turns.len().min(config.user_memory) + 1);
     if !config.user_system.is_empty() {
         out.push(ChatMessage::new(Speaker::System, config.user_system.clone()));
     }
@@ -497,6 +498,25 @@ mod tests {
         let mut roles = Roles { assistant: &mut a, user: &mut u };
         let summary = run_conversation(&c, &mut roles, 7, &done, &mut sink, &cancel).unwrap();
         assert_eq!((summary.stop_reason, summary.total_tokens), (EndReason::Budget, u64::MAX));
+    }
+
+    /// #15: `user_memory` is any usize in a config; one at the top of usize (or too large to allocate) means the
+    /// whole history, not an overflow or a capacity panic.
+    #[test]
+    fn issue_15_a_huge_user_memory_sees_the_whole_history() {
+        let text = include_str!("../tests/fixtures/broken-record-config.json")
+            .replace("\"user_memory\": 9", &format!("\"user_memory\": {}", usize::MAX));
+        let mut c = Config::from_str(&text, Syntax::Json, "config.json").unwrap();
+        assert_eq!(c.user_memory, usize::MAX);
+        c.total_tokens = 40;
+        c.turn_max_tokens = 6;
+        for memory in [usize::MAX, usize::MAX / 64] {
+            c.user_memory = memory;
+            let mut a = Scripted::new(&[" a"], 10_000);
+            let mut u = Scripted::new(&["u"], 10_000);
+            let (summary, _) = go(&c, &mut a, &mut u);
+            assert_eq!(summary.stop_reason, EndReason::Budget);
+        }
     }
 
     #[test]
