@@ -309,11 +309,16 @@ fn one_line(message: &str) -> String {
     message.chars().map(|c| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() }).collect()
 }
 
-/// 1-based line and column of byte `offset` in `text`.
+/// 1-based line and column (in characters) of byte `offset` in `text`. An offset inside a multi-byte character
+/// (a parser's span is input-derived) is that character's position, never a slice inside it.
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = text.get(..end).unwrap_or_default();
     let line = before.matches('\n').count() + 1;
-    let col = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    let col = before.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
     (line, col)
 }
 
@@ -518,6 +523,28 @@ mod tests {
         assert_eq!(msg, "c.toml: sampler.top_p must be in (0, 1]");
         let msg = Config::from_str("user_memory = 0", Syntax::Toml, "c.toml").unwrap_err().to_string();
         assert!(msg.contains("user_memory"), "{msg}");
+    }
+
+    /// #15: a TOML error's span is a byte offset; next to (or inside) a multi-byte character it must still give a
+    /// line and column, never slice the text inside the character.
+    #[test]
+    fn syntax_errors_beside_multi_byte_characters_name_the_line() {
+        let heads =
+            ["", "a = ", "a = 1", "a = [", "a = {", "[", "[a", "a.", "a = \"", "a = 'x' ", "a = 0x", "a = 1979-05-27T"];
+        for c in ["é", "€", "😀", "\u{200b}"] {
+            for head in heads {
+                for text in [format!("{head}{c}"), format!("{head}{c}{c} = 1\n"), format!("x = \"{c}\"\n{head}{c}{c}")]
+                {
+                    let Err(e) = Config::from_str(&text, Syntax::Toml, "c.toml") else { continue };
+                    let msg = e.to_string();
+                    assert!(msg.starts_with("c.toml:") && !msg.contains('\n'), "{text:?}: {msg}");
+                }
+            }
+        }
+        // The column of an offset inside a character is that character's.
+        assert_eq!(line_col("x\n\u{e9}\u{e9}", 3), (2, 1));
+        assert_eq!(line_col("x\n\u{e9}\u{e9}", 4), (2, 2), "columns count characters");
+        assert_eq!(line_col("\u{1F600}", 2), (1, 1));
     }
 
     #[test]

@@ -70,7 +70,8 @@ pub fn turn_seed(conversation_seed: u32, index: u32) -> u32 {
 pub fn user_view(config: &Config, history: &[(Speaker, String)], drop: usize) -> Vec<ChatMessage> {
     let turns: Vec<&(Speaker, String)> = history.iter().filter(|(s, _)| *s != Speaker::System).collect();
     let start = turns.len().saturating_sub(config.user_memory) + drop;
-    let mut out = Vec::with_capacity(config.user_memory + 1);
+    // `user_memory` is input (any usize): the window never holds more than the history.
+    let mut out = Vec::with_capacity(turns.len().min(config.user_memory) + 1);
     if !config.user_system.is_empty() {
         out.push(ChatMessage::new(Speaker::System, config.user_system.clone()));
     }
@@ -164,7 +165,8 @@ impl<'c> Dialogue<'c> {
             for t in done {
                 d.history.push((t.speaker, t.text.clone()));
                 if !t.opening {
-                    d.tokens_so_far += u64::from(t.tokens);
+                    // Saturating: the resumed transcript and `initial_tokens` are input; a full count ends on budget.
+                    d.tokens_so_far = d.tokens_so_far.saturating_add(u64::from(t.tokens));
                     d.totals_mut(t.speaker).add(t);
                 }
             }
@@ -282,7 +284,8 @@ impl<'c> Dialogue<'c> {
         if g.stop_reason == StopReason::ContextFull && g.tokens == 0 {
             return Ok(Some(self.summary(EndReason::ContextFull, None)));
         }
-        self.tokens_so_far += u64::from(g.tokens);
+        // A server's count is input too (it may pass `max_tokens`): saturate rather than overflow.
+        self.tokens_so_far = self.tokens_so_far.saturating_add(u64::from(g.tokens));
         let prefix = self.prefix(plan.speaker);
         let text = format!("{prefix}{}", g.text);
         let record = TurnRecord {
@@ -470,6 +473,50 @@ mod tests {
         let (summary, sink) = go(&c, &mut a, &mut u);
         assert_eq!(summary.stop_reason, EndReason::ContextFull);
         assert!(sink.turns.iter().all(|t| t.opening));
+    }
+
+    /// #15: a resumed transcript and its config are input. Turns that carry the count past `u64` end the
+    /// conversation on its budget instead of overflowing.
+    #[test]
+    fn a_resume_past_u64_tokens_ends_on_the_budget() {
+        let mut c = config();
+        c.initial_tokens = u64::MAX - 1;
+        c.total_tokens = u64::MAX;
+        c.validate().unwrap();
+        let mut sink = Collect::default();
+        Dialogue::start(&c, 7, &[], &mut sink).unwrap();
+        let mut done = sink.turns.clone();
+        let mut turn = done.last().unwrap().clone();
+        turn.index += 1;
+        turn.speaker = Speaker::Assistant;
+        turn.opening = false;
+        turn.tokens = 5;
+        done.push(turn);
+        let mut a = Scripted::new(&[" a"], 10_000);
+        let mut u = Scripted::new(&["u"], 10_000);
+        let cancel = AtomicBool::new(false);
+        let mut roles = Roles { assistant: &mut a, user: &mut u };
+        let summary = run_conversation(&c, &mut roles, 7, &done, &mut sink, &cancel).unwrap();
+        assert_eq!((summary.stop_reason, summary.total_tokens), (EndReason::Budget, u64::MAX));
+    }
+
+    /// #15: `user_memory` is any usize in a config; one at the top of usize (or too large to allocate) means the
+    /// whole history, not an overflow or a capacity panic.
+    #[test]
+    fn issue_15_a_huge_user_memory_sees_the_whole_history() {
+        let text = include_str!("../tests/fixtures/broken-record-config.json")
+            .replace("\"user_memory\": 9", &format!("\"user_memory\": {}", usize::MAX));
+        let mut c = Config::from_str(&text, Syntax::Json, "config.json").unwrap();
+        assert_eq!(c.user_memory, usize::MAX);
+        c.total_tokens = 40;
+        c.turn_max_tokens = 6;
+        for memory in [usize::MAX, usize::MAX / 64] {
+            c.user_memory = memory;
+            let mut a = Scripted::new(&[" a"], 10_000);
+            let mut u = Scripted::new(&["u"], 10_000);
+            let (summary, _) = go(&c, &mut a, &mut u);
+            assert_eq!(summary.stop_reason, EndReason::Budget);
+        }
     }
 
     #[test]

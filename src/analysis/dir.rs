@@ -136,7 +136,9 @@ impl DirSummary {
                     assistant: share(a),
                     user: share(u),
                     any: share(any),
-                    mean_onset: (!onsets.is_empty()).then(|| onsets.iter().sum::<usize>() as f64 / onsets.len() as f64),
+                    // Summed as f64: onsets of a reused analysis.json are input, and may add up past usize.
+                    mean_onset: (!onsets.is_empty())
+                        .then(|| onsets.iter().map(|&o| o as f64).sum::<f64>() / onsets.len() as f64),
                     mean_severity: mean(&|c| {
                         let d = get(c);
                         d.assistant.severity.max(d.user.severity)
@@ -593,7 +595,8 @@ fn reread_texts(reused: &[(&Path, &DirAnalysis)], keep_text: bool) -> Vec<Vec<Op
                 .map(|(file, entry)| {
                     let k = next.entry(file.as_path()).or_default();
                     let i = entry.unwrap_or(*k);
-                    *k = i + 1;
+                    // A crafted `file#i` can name the last usize: no entry has it, and the next one is past it.
+                    *k = i.saturating_add(1);
                     read.get(&(file.as_path(), saved.forced_format)).and_then(|c| c.get(i).cloned())
                 })
                 .collect()
@@ -849,6 +852,20 @@ mod tests {
         assert_eq!(plain[0].analysis.conversations, saved.conversations);
     }
 
+    /// #15: onsets of a reused analysis.json are input (`analyze --judge` summarises them again): their mean is
+    /// taken without adding them up in usize.
+    #[test]
+    fn issue_15_the_mean_onset_of_saved_onsets_at_the_top_of_usize() {
+        let conv = formats::parse_reader(CHAT.as_bytes(), "a.json", None).unwrap();
+        let mut v = serde_json::to_value(analyze(&conv)).unwrap();
+        let d = &mut v["detectors"]["single_turn_loop"]["assistant"];
+        d["detected"] = true.into();
+        d["onset"] = usize::MAX.into();
+        let c: ConversationAnalysis = serde_json::from_value(v).unwrap();
+        let summary = DirSummary::of(&[c.clone(), c], 0);
+        assert_eq!(summary.rates["single_turn_loop"].mean_onset, Some(usize::MAX as f64));
+    }
+
     #[test]
     fn groups_each_keeps_every_argument_apart() {
         let dir = tempfile::tempdir().unwrap();
@@ -976,5 +993,24 @@ mod policy_tests {
         assert_eq!(reused[0].texts, fresh[0].texts);
         let text = |i: usize| reused[0].texts[i].as_ref().map(|c| c.messages[1].text.clone());
         assert_eq!((text(0).as_deref(), text(1).as_deref()), (Some("one"), Some("two")));
+    }
+
+    /// A crafted entry index at the top of `usize` names no entry: that conversation has no text, and the next
+    /// one without an index is not pushed past the end (it overflowed).
+    #[test]
+    fn issue_15_a_huge_sharegpt_entry_of_a_saved_analysis_reads_without_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("share.json"), SHARE).unwrap();
+        std::fs::write(dir.path().join("run.json"), "{}").unwrap();
+        pass(dir.path(), &saving());
+        let path = dir.path().join(SAVED_NAME);
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        v["conversations"][0]["source"] = format!("share.json#{}", usize::MAX).into();
+        std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+        let (reused, warnings) = pass(dir.path(), &AnalyzeOptions { save: false, ..saving() });
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(reused[0].texts.len(), 2);
+        assert!(reused[0].texts[0].is_none(), "no such entry");
+        assert!(reused[0].texts[1].is_some(), "entry #1 is still read");
     }
 }

@@ -241,7 +241,8 @@ pub fn render_table(dirs: &[DirAnalysis], baseline: usize) -> String {
     );
     for d in dirs {
         for c in &d.conversations {
-            let chars: usize = c.message_lengths.iter().sum();
+            // Saturating: a reused analysis.json is input, and its lengths may add up past usize.
+            let chars = c.message_lengths.iter().fold(0usize, |sum, &n| sum.saturating_add(n));
             let name = super::formats::shorten(&c.source, width);
             let incomplete = if c.complete { "" } else { " (incomplete)" };
             let _ = writeln!(
@@ -461,5 +462,18 @@ mod tests {
         assert_eq!(v["confidence"][0]["broken"]["of"], 1);
         assert!(v["confidence"][0]["loop_density"]["low"].is_number());
         assert!(t.contains("Wilson 95% interval"), "{t}");
+    }
+
+    /// #15: a reused analysis.json is input. Message lengths whose sum passes `usize` render (saturated) instead of
+    /// overflowing.
+    #[test]
+    fn a_saved_analysis_with_huge_message_lengths_renders() {
+        let mut v = serde_json::to_value(&dirs()[0]).unwrap();
+        v["conversations"][0]["message_lengths"] = serde_json::json!([u64::MAX, 1]);
+        let dirs = vec![serde_json::from_value::<DirAnalysis>(v).unwrap()];
+        let t = render_table(&dirs, 0);
+        assert!(t.contains(&format!("  {}  ", usize::MAX)), "{t}");
+        assert_eq!(render_csv(&dirs).lines().count(), 2);
+        render_json(&dirs, 0).unwrap();
     }
 }

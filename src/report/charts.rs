@@ -547,7 +547,12 @@ impl Ranged for Ticked {
             return (limit.0 + limit.1) / 2;
         }
         let share = (value - self.start) / span;
-        limit.0 + (f64::from(limit.1 - limit.0) * share + 1e-3).floor() as i32
+        // Clamped before the cast: a value far outside the axis (an onset a crafted analysis.json puts past the
+        // last message) would otherwise come out near i32::MAX and overflow the additions here and in the callers.
+        // Sixteen plot widths either side is off the drawing by far, and exact inside it.
+        let span_px = f64::from(limit.1 - limit.0);
+        let offset = (span_px * share + 1e-3).floor().clamp(-16.0 * span_px.abs(), 17.0 * span_px.abs());
+        limit.0 + offset as i32
     }
 
     fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
@@ -576,15 +581,6 @@ fn axis_font() -> TextStyle<'static> {
     font(13).color(&AXIS)
 }
 
-/// Upper end of an axis: a little above the data, never zero.
-fn nice_max(max: f64, floor: f64) -> f64 {
-    if max.is_finite() && max > floor {
-        max * 1.08
-    } else {
-        floor
-    }
-}
-
 fn draw_marker<DB: DrawingBackend, X: Ranged<ValueType = f64>, Y: Ranged<ValueType = f64>>(
     chart: &mut ChartContext<'_, DB, Cartesian2d<X, Y>>,
     at: (f64, f64),
@@ -606,13 +602,15 @@ type Hover = Vec<(i32, i32, String, String)>;
 
 fn draw_scatter<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, sets: &[Vec<ScatterPoint>]) -> Result<Hover> {
     let all = sets.iter().flatten();
-    let x_max = nice_max(all.clone().map(|p| p.loop_density).fold(0.0, f64::max), 0.1);
+    // Both axes are [`Ticked`]: plotters' own f64 axis never finishes choosing its ticks for a range near f64::MAX
+    // (densities of a crafted analysis.json), and maps values far outside its range past i32.
+    let (x_ticks, x_max) = round_ticks(all.clone().map(|p| p.loop_density).fold(0.0, f64::max).max(0.1), 8, false);
     let (y_ticks, y_max) = round_ticks(all.map(|p| p.avg_response_length).fold(0.0, f64::max).max(10.0), 8, true);
     let mut chart = ChartBuilder::on(root)
         .margin(14)
         .x_label_area_size(44)
         .y_label_area_size(64)
-        .build_cartesian_2d(0.0..x_max, ticked(0.0..y_max, y_ticks))
+        .build_cartesian_2d(ticked(0.0..x_max, x_ticks), ticked(0.0..y_max, y_ticks))
         .map_err(err)?;
     chart
         .configure_mesh()

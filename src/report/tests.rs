@@ -305,3 +305,54 @@ fn the_any_rate_and_the_token_median_are_marked_when_significant() {
     let base = &table[table.find("<tr data-set=\"0\"").unwrap()..];
     assert!(!base[..base.find("</tr>").unwrap()].contains("class=\"significant\""), "the baseline is never marked");
 }
+
+/// #15: a reused `analysis.json` is input. An onset far past the conversation's messages (its tick mapped past
+/// `i32`) still renders the page, with and without the conversation's text.
+#[test]
+fn issue_15_a_saved_analysis_with_onsets_past_the_messages_renders() {
+    for onset in [1usize << 40, usize::MAX / 2, usize::MAX] {
+        let mut sets = two_sets();
+        let mut v = serde_json::to_value(&sets[0].items[1].analysis).unwrap();
+        v["detectors"]["single_turn_loop"]["assistant"]["onset_message"] = onset.into();
+        sets[0].items[1].analysis = serde_json::from_value(v).unwrap();
+        render(&sets, &Options::default()).unwrap();
+        sets[0].items[1].conversation = None;
+        let (timeline, _) = conversation_figures(&sets[0].items[1]);
+        assert!(timeline.svg().unwrap().starts_with("<svg"));
+    }
+}
+
+/// #15: every number of a reused `analysis.json` is input. Extreme ones (negative densities, lengths and counts at
+/// the top of their types, values near f64::MAX) still render the page and the summary figures.
+#[test]
+fn issue_15_a_saved_analysis_with_extreme_numbers_renders() {
+    let huge = serde_json::json!(u64::MAX);
+    for (density, length) in [(-1e300, -5.0), (1e308, 1.7e308), (f64::MAX, f64::MAX), (0.5, 1e300)] {
+        let mut sets = two_sets();
+        for item in &mut sets[0].items {
+            let mut v = serde_json::to_value(&item.analysis).unwrap();
+            v["legacy"]["loop_density"] = density.into();
+            v["legacy"]["avg_response_length"] = length.into();
+            v["legacy"]["response_lengths"] = serde_json::json!([u64::MAX, 0, 1]);
+            v["legacy"]["character_count"] = huge.clone();
+            v["message_lengths"] = serde_json::json!([u64::MAX, u64::MAX, 3, 4]);
+            v["tokens_per_s"] = length.into();
+            v["total_tokens"] = huge.clone();
+            v["first_onset"] = huge.clone();
+            v["messages"] = huge.clone();
+            v["assistant_turns"] = huge.clone();
+            v["user_turns"] = huge.clone();
+            let d = &mut v["detectors"]["single_turn_loop"]["assistant"];
+            d["detected"] = true.into();
+            d["severity"] = density.into();
+            d["onset"] = huge.clone();
+            d["onset_message"] = huge.clone();
+            d["onset_tokens"] = huge.clone();
+            item.analysis = serde_json::from_value(v).unwrap();
+        }
+        render(&sets, &Options::default()).unwrap();
+        for (_, figure) in summary_figures(&sets, false, 0) {
+            assert!(figure.svg().unwrap().starts_with("<svg"));
+        }
+    }
+}

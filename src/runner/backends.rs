@@ -197,18 +197,25 @@ fn check_parallel_fits(s: &Settings, parallel: u32) -> Result<()> {
         let info = crate::gguf::inspect(path)?;
         let n_ctx = s.model_config(role).n_ctx.unwrap_or(s.default_ctx(role));
         let ctx = u64::from(n_ctx.min(info.context_length().unwrap_or(u32::MAX)));
-        Ok(ctx * info.kv_bytes_per_token().unwrap_or(0))
+        // Saturating: the GGUF's dimensions are input; an estimate past u64 is simply too large.
+        Ok(ctx.saturating_mul(info.kv_bytes_per_token().unwrap_or(0)))
     };
-    let need = per_conversation(Role::Assistant)? + per_conversation(Role::User)?;
+    let need = per_conversation(Role::Assistant)?.saturating_add(per_conversation(Role::User)?);
     let Some(available) = crate::output::memory_available() else { return Ok(()) };
     let budget = available / 10 * 8;
-    if need > 0 && need.saturating_mul(u64::from(parallel)) > budget {
+    let all = need.saturating_mul(u64::from(parallel));
+    if need > 0 && all > budget {
         let fits = budget / need;
         let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+        let fix = if fits == 0 {
+            "not even one conversation fits: lower n_ctx".to_string()
+        } else {
+            format!("the largest --parallel that fits is {fits} (or lower n_ctx)")
+        };
         anyhow::bail!(
             "--parallel {parallel} needs {:.1} GiB of KV cache ({:.2} GiB per conversation) but only {:.1} GiB of \
-             memory is available: the largest --parallel that fits is {fits} (or lower n_ctx)",
-            gib(need * u64::from(parallel)),
+             memory is available: {fix}",
+            gib(all),
             gib(need),
             gib(available)
         );

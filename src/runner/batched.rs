@@ -192,20 +192,35 @@ impl CellProgress {
     /// Counts one finished conversation of `queue`.
     fn finished(&mut self, queues: &Queues<'_, '_>, queue: &Queue<'_>, total: &ProgressBar) {
         if let Some(i) = queues.all().iter().position(|q| std::ptr::eq(q, queue)) {
-            self.finished[i] += 1;
+            self.finished[i] = self.finished[i].saturating_add(1);
         }
         self.show(total);
     }
 
     /// `conversations 3/16` and, with several cells, `cells done 1/8` (counted in this run, resumed ones too).
     fn show(&self, total: &ProgressBar) {
-        let done: u32 = self.finished.iter().sum();
-        let all: u32 = self.sizes.iter().sum();
+        // As u64: `-n` is any u32, and a sweep has several cells of it.
+        let done: u64 = self.finished.iter().map(|&n| u64::from(n)).sum();
+        let all: u64 = self.sizes.iter().map(|&n| u64::from(n)).sum();
         let mut msg = format!("conversations {done}/{all}");
         if self.sizes.len() > 1 {
             let cells = self.finished.iter().zip(&self.sizes).filter(|(f, n)| f >= n).count();
             msg.push_str(&format!(", cells done {cells}/{}", self.sizes.len()));
         }
         total.set_message(msg);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// #15: `-n` takes any u32; the counts of a sweep's cells add up past it (as u64) instead of overflowing.
+    #[test]
+    fn issue_15_conversation_counts_past_u32_add_up() {
+        let progress = CellProgress { finished: vec![u32::MAX, 1], sizes: vec![u32::MAX, u32::MAX] };
+        let bar = ProgressBar::hidden();
+        progress.show(&bar);
+        assert_eq!(bar.message(), "conversations 4294967296/8589934590, cells done 1/2");
     }
 }

@@ -313,7 +313,10 @@ impl<'q, 'a> Queues<'q, 'a> {
     /// The token budget of every conversation together, for a progress bar.
     #[must_use]
     pub fn total_tokens(&self) -> u64 {
-        self.queues.iter().map(|q| q.settings().config.total_tokens.saturating_mul(u64::from(q.len()))).sum()
+        self.queues
+            .iter()
+            .map(|q| q.settings().config.total_tokens.saturating_mul(u64::from(q.len())))
+            .fold(0, u64::saturating_add)
     }
 
     /// The next conversation of the first queue that has one, with its queue; see [`Queue::next`].
@@ -388,5 +391,32 @@ mod tests {
         let history = v["history"].as_array().unwrap();
         assert_eq!(history.len(), 3);
         assert_eq!(history[2]["resume"], json!(true));
+    }
+
+    /// #15: `--total-tokens` takes any u64; the progress bar's total over the cells of a sweep saturates instead of
+    /// overflowing.
+    #[test]
+    fn issue_15_the_token_total_of_a_sweep_saturates() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().to_str().unwrap();
+        let argv = ["parrot", "sweep", "--out", out, "--assistant-model", "a.gguf", "--user-model", "u.gguf"];
+        let more = ["--total-tokens", "18446744073709551615", "--grid", "sampler.repeat_penalty=1.0,1.1"];
+        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(argv.iter().chain(&more)).unwrap();
+        let crate::cli::Command::Sweep(args) = cli.command else { panic!("a sweep") };
+        let plan = crate::settings::sweep(&args, Invocation::current()).unwrap();
+        let jobs: Vec<Job<'_>> = plan
+            .cells
+            .iter()
+            .map(|c| Job {
+                settings: &c.settings,
+                out: dir.path(),
+                options: &plan.options,
+                invocation: &plan.invocation,
+                cell: Some(&c.name),
+            })
+            .collect();
+        let queues: Vec<Queue<'_>> = jobs.iter().map(|j| Queue::new(j, j.settings, Value::Null).unwrap()).collect();
+        assert_eq!(queues.len(), 2);
+        assert_eq!(Queues::new(&queues).unwrap().total_tokens(), u64::MAX);
     }
 }

@@ -34,10 +34,14 @@ fn split_values(text: &str) -> Vec<String> {
     out
 }
 
+/// The most cells a sweep runs. Every cell's settings are resolved before anything runs and each cell gets its
+/// folder, so a grid is refused above this before its cross product is built (2^64 cells would exhaust memory).
+pub const MAX_GRID_CELLS: u64 = 100_000;
+
 /// Parses `--grid` arguments.
 ///
 /// # Errors
-/// A malformed axis, an empty value or a key given twice.
+/// A malformed axis, an empty value, a key given twice, or more than [`MAX_GRID_CELLS`] cells.
 pub fn parse_grid(grid: &[String]) -> Result<Vec<Axis>> {
     let mut axes: Vec<Axis> = Vec::new();
     for item in grid {
@@ -53,6 +57,14 @@ pub fn parse_grid(grid: &[String]) -> Result<Vec<Axis>> {
             bail!("--grid '{item}': the key '{key}' is already an axis");
         }
         axes.push((key, values));
+    }
+    let cells = axes.iter().try_fold(1u64, |n, (_, values)| n.checked_mul(u64::try_from(values.len()).ok()?));
+    if cells.is_none_or(|n| n > MAX_GRID_CELLS) {
+        let count = cells.map_or_else(|| format!("more than {}", u64::MAX), |n| n.to_string());
+        bail!(
+            "--grid: {count} cells (the product of the axes' value counts), more than the {MAX_GRID_CELLS} a sweep \
+             runs: give fewer values, or split it into several sweeps"
+        );
     }
     Ok(axes)
 }
@@ -166,6 +178,21 @@ mod tests {
         assert!(names.iter().all(|n| n.len() <= MAX_NAME_BYTES), "{names:?}");
         assert_ne!(names[0], names[1], "long names that share a prefix still differ");
         assert_eq!(cell_names(&long).unwrap(), names, "stable across runs");
+    }
+
+    /// #15: the cross product is refused above [`MAX_GRID_CELLS`] before it is built (a grid of 2^64 cells ran
+    /// out of memory instead of saying what was wrong).
+    #[test]
+    fn issue_15_a_grid_of_too_many_cells_is_refused_before_it_is_expanded() {
+        let values = (0..1000).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+        let big: Vec<String> = ["a", "b", "c"].iter().map(|k| format!("{k}={values}")).collect();
+        let e = parse_grid(&big).unwrap_err().to_string();
+        assert!(e.starts_with("--grid: 1000000000 cells") && e.contains("100000") && !e.contains('\n'), "{e}");
+        let huge: Vec<String> = (0..64).map(|k| format!("k{k}=0,1")).collect();
+        let e = parse_grid(&huge).unwrap_err().to_string();
+        assert!(e.starts_with("--grid: more than 18446744073709551615 cells"), "{e}");
+        let fits: Vec<String> = ["a", "b"].iter().map(|k| format!("{k}={}", vec!["1"; 316].join(","))).collect();
+        assert_eq!(parse_grid(&fits).unwrap().len(), 2, "316 x 316 = 99,856 cells is allowed");
     }
 
     #[test]

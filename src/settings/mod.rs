@@ -296,6 +296,11 @@ pub fn sweep(args: &SweepArgs, invocation: Invocation) -> Result<SweepPlan> {
     Ok(SweepPlan { root, axes, cells, options: options(&args.run), invocation })
 }
 
+/// The largest `run.json` / `sweep.json` `--resume` reads: the record holds the command, the resolved config (a
+/// config file is at most [`crate::config::MAX_CONFIG_BYTES`]) and a line per resume. A bound keeps a damaged or
+/// crafted record from filling memory, and keeps every command-line argument in it far below `i32` characters.
+const MAX_RECORD_BYTES: u64 = 64 << 20;
+
 /// Resolves `parrot run --resume DIR`: the command recorded in `DIR/sweep.json` or `DIR/run.json`, from the folder
 /// it was started in (the process moves there, so that its relative paths mean what they meant), never with
 /// `--force`.
@@ -303,12 +308,11 @@ pub fn sweep(args: &SweepArgs, invocation: Invocation) -> Result<SweepPlan> {
 /// # Errors
 /// No record in `dir`, a record that is not JSON or names no command, or a recorded command that no longer parses.
 pub fn resume(dir: &Path) -> Result<Plan> {
-    let (file, text) = ["sweep.json", "run.json"]
-        .iter()
-        .find_map(|f| std::fs::read_to_string(dir.join(f)).ok().map(|t| (dir.join(f), t)))
-        .ok_or_else(|| {
-            anyhow!("--resume '{}': no run.json or sweep.json there; pass the folder of a run", dir.display())
-        })?;
+    let file = ["sweep.json", "run.json"].iter().map(|f| dir.join(f)).find(|p| p.is_file()).ok_or_else(|| {
+        anyhow!("--resume '{}': no run.json or sweep.json there; pass the folder of a run", dir.display())
+    })?;
+    let text = crate::config::read_bounded_text(&file, MAX_RECORD_BYTES)
+        .with_context(|| format!("--resume: could not read '{}'", file.display()))?;
     let record: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("'{}' is not valid JSON", file.display()))?;
     let argv: Vec<String> = serde_json::from_value(record["command"].clone())
@@ -664,6 +668,17 @@ mod tests {
         std::fs::write(dir.path().join("run.json"), record.to_string()).unwrap();
         let e = resume(dir.path()).unwrap_err().to_string();
         assert!(e.contains("rerun the original"), "{e}");
+    }
+
+    /// #15: the record `--resume` reads is input; one past [`MAX_RECORD_BYTES`] is refused, naming the file.
+    #[test]
+    fn issue_15_resume_refuses_an_oversized_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut record = serde_json::json!({"command": ["parrot", "run"]}).to_string();
+        record.push_str(&" ".repeat(usize::try_from(MAX_RECORD_BYTES).unwrap()));
+        std::fs::write(dir.path().join("run.json"), record).unwrap();
+        let e = format!("{:#}", resume(dir.path()).unwrap_err());
+        assert!(e.contains("run.json") && e.contains("larger than 64 MiB") && !e.contains('\n'), "{e}");
     }
 
     #[test]

@@ -295,6 +295,57 @@ fn bad_model_files_are_rejected_before_llama_cpp_sees_them() {
     assert_eq!(std::fs::read(&earlier).unwrap(), bytes, "earlier output was touched");
 }
 
+/// A GGUF header with `llama.*` integer metadata (u64 values) and no tensors, padded to the data alignment.
+fn crafted_gguf(ints: &[(&str, u64)]) -> Vec<u8> {
+    fn string(out: &mut Vec<u8>, s: &str) {
+        out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    let mut b = b"GGUF".to_vec();
+    b.extend_from_slice(&3u32.to_le_bytes());
+    b.extend_from_slice(&0u64.to_le_bytes());
+    b.extend_from_slice(&(ints.len() as u64 + 1).to_le_bytes());
+    string(&mut b, "general.architecture");
+    b.extend_from_slice(&8u32.to_le_bytes());
+    string(&mut b, "llama");
+    for (key, value) in ints {
+        string(&mut b, &format!("llama.{key}"));
+        b.extend_from_slice(&10u32.to_le_bytes());
+        b.extend_from_slice(&value.to_le_bytes());
+    }
+    while !b.len().is_multiple_of(32) {
+        b.push(0);
+    }
+    b
+}
+
+/// #15: crafted metadata (2^40 layers of 2^20 wide) makes the `--parallel` KV-cache estimate pass u64: a clear
+/// refusal, not an overflow.
+#[test]
+fn issue_15_a_crafted_gguf_with_huge_dimensions_is_refused_for_parallel() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("crafted.gguf");
+    let ints = [("block_count", 1 << 40), ("attention.head_count", 1), ("embedding_length", 1 << 20)];
+    std::fs::write(&model, crafted_gguf(&[&ints[..], &[("context_length", 4096)]].concat())).unwrap();
+    let m = model.to_str().unwrap();
+    let out = dir.path().join("out");
+    let o = run(&[
+        "run",
+        "--quiet",
+        "--assistant-model",
+        m,
+        "--user-model",
+        m,
+        "--out",
+        out.to_str().unwrap(),
+        "-n",
+        "2",
+        "--parallel",
+        "2",
+    ]);
+    assert_one_line_error(&o, &["KV cache", "lower n_ctx"]);
+}
+
 #[test]
 fn bad_configs_name_the_key_and_its_line() {
     let dir = tempfile::tempdir().unwrap();
