@@ -80,7 +80,8 @@ pub struct SamplerConfig {
     /// CTRL repetition penalty; 1 disables it. Also spelled `repetition_penalty` (vLLM) and `rep_pen` (koboldcpp).
     #[serde(alias = "repetition_penalty", alias = "rep_pen")]
     pub repeat_penalty: f64,
-    /// How many recent tokens the penalties look at; -1 means the whole context, 0 disables. Also `rep_pen_range`.
+    /// How many recent tokens the penalties look at; -1 means the whole context (as does any longer window, in
+    /// process), 0 disables. Also `rep_pen_range`.
     #[serde(alias = "rep_pen_range")]
     pub repeat_last_n: i32,
     /// OpenAI-style frequency penalty; 0 disables it.
@@ -93,7 +94,8 @@ pub struct SamplerConfig {
     pub dry_base: f64,
     /// DRY: repeated sequences up to this length are not penalised.
     pub dry_allowed_length: i32,
-    /// DRY: how many recent tokens to scan; -1 means the whole context. Also `dry_range` (aphrodite).
+    /// DRY: how many recent tokens to scan; -1 means the whole context (as does any longer window, in process).
+    /// Also `dry_range` (aphrodite).
     #[serde(alias = "dry_range")]
     pub dry_penalty_last_n: i32,
     /// DRY sequence breakers.
