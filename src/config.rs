@@ -80,7 +80,8 @@ pub struct SamplerConfig {
     /// CTRL repetition penalty; 1 disables it. Also spelled `repetition_penalty` (vLLM) and `rep_pen` (koboldcpp).
     #[serde(alias = "repetition_penalty", alias = "rep_pen")]
     pub repeat_penalty: f64,
-    /// How many recent tokens the penalties look at; -1 means the whole context, 0 disables. Also `rep_pen_range`.
+    /// How many recent tokens the penalties look at; -1 means the whole context (as does any longer window, in
+    /// process), 0 disables. Also `rep_pen_range`.
     #[serde(alias = "rep_pen_range")]
     pub repeat_last_n: i32,
     /// OpenAI-style frequency penalty; 0 disables it.
@@ -93,7 +94,8 @@ pub struct SamplerConfig {
     pub dry_base: f64,
     /// DRY: repeated sequences up to this length are not penalised.
     pub dry_allowed_length: i32,
-    /// DRY: how many recent tokens to scan; -1 means the whole context. Also `dry_range` (aphrodite).
+    /// DRY: how many recent tokens to scan; -1 means the whole context (as does any longer window, in process).
+    /// Also `dry_range` (aphrodite).
     #[serde(alias = "dry_range")]
     pub dry_penalty_last_n: i32,
     /// DRY sequence breakers.
@@ -285,17 +287,35 @@ impl Syntax {
 /// The largest config file read (16 MiB: a config is settings and an opening conversation, not a corpus).
 pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
-/// Reads a UTF-8 text file of at most `max` bytes, never more than `max` + 1 bytes of it.
+/// Reads a file of at most `max` bytes, never more than `max` + 1 bytes of it: the one bounded whole-file read
+/// for the files parrot reads whole (configs, records, registries, a transcript to continue).
+///
+/// # Errors
+/// When the file cannot be opened or read (the [`std::io::Error`] is the error's root, so a caller can tell a
+/// missing file), or is larger than `max` (the message gives the bound).
+pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        let bound = if max >= 1 << 20 { format!("{} MiB", max >> 20) } else { format!("{max} bytes") };
+        bail!("the file is larger than {bound}, the most parrot reads of it");
+    }
+    Ok(bytes)
+}
+
+/// Whether `e` (from [`read_bounded`]) says that the file does not exist.
+#[must_use]
+pub fn is_not_found(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+}
+
+/// Reads a UTF-8 text file of at most `max` bytes, never more than `max` + 1 bytes of it ([`read_bounded`]).
 ///
 /// # Errors
 /// When the file cannot be read, is larger, or is not UTF-8 (the message says which).
 pub fn read_bounded_text(path: &Path, max: u64) -> Result<String> {
-    use std::io::Read as _;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)?.take(max + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > max {
-        bail!("the file is larger than {} MiB, the most parrot reads of it", max >> 20);
-    }
+    let bytes = read_bounded(path, max)?;
     String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;

@@ -263,7 +263,7 @@ impl LlamaBackend {
     #[allow(clippy::cast_possible_truncation)] // llama.cpp's samplers take f32; config values are small.
     fn build_sampler(&self, cfg: &SamplerConfig, seed: u32) -> TurnSampler {
         let n_vocab = self.model.n_vocab();
-        let whole = |n: i32| if n < 0 { i32::try_from(self.n_ctx).unwrap_or(i32::MAX) } else { n };
+        let whole = |n: i32| super::sampling::window(n, self.n_ctx);
         let mut chain = Vec::new();
         let mut sparse = None;
         let mirostat = cfg.mirostat == 2;

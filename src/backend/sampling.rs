@@ -24,6 +24,23 @@ use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 
+/// A penalty window (`repeat_last_n`, `dry_penalty_last_n`) as the samplers get it, for a sequence of `n_ctx`
+/// tokens: `-1` is the whole context (llama.cpp's meaning), 0 stays 0 (off), and a longer window is the context.
+///
+/// Why clamp: llama.cpp sizes its buffers by the window, not by the tokens seen — the penalties stage keeps a ring
+/// buffer of `last_n` tokens, DRY a ring buffer and a count per position — so a window of `i32::MAX` allocated
+/// 8 GiB (DRY 16 GiB) before the first token. A turn's sampler sees at most `n_ctx` tokens (the prompt it accepts
+/// plus the tokens it generates fit the context, or the turn is refused), so a longer window cannot change a result.
+#[must_use]
+pub fn window(last_n: i32, n_ctx: u32) -> i32 {
+    let whole = i32::try_from(n_ctx).unwrap_or(i32::MAX);
+    if last_n < 0 {
+        whole
+    } else {
+        last_n.min(whole)
+    }
+}
+
 /// The repeat penalty over the last `last_n` accepted tokens, as llama.cpp's `penalties` stage computes it with
 /// frequency and presence penalties 0.
 #[derive(Debug, Clone)]
@@ -135,6 +152,20 @@ impl TurnSampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// #15: a window past the context is the context (llama.cpp allocated a buffer of the window's size: 8 GiB at
+    /// `i32::MAX`); -1 is the context, 0 is off, and a window within the context is unchanged.
+    #[test]
+    fn issue_15_penalty_windows_are_clamped_to_the_context() {
+        assert_eq!(window(i32::MAX, 4096), 4096);
+        assert_eq!(window(4097, 4096), 4096);
+        assert_eq!(window(4096, 4096), 4096);
+        assert_eq!(window(64, 4096), 64);
+        assert_eq!(window(0, 4096), 0);
+        assert_eq!(window(-1, 4096), 4096);
+        assert_eq!(window(-1, u32::MAX), i32::MAX);
+        assert_eq!(window(i32::MAX, u32::MAX), i32::MAX);
+    }
 
     #[test]
     fn the_window_keeps_the_last_n_tokens_and_their_counts() {

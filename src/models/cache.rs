@@ -37,13 +37,29 @@ pub fn hub_cached_path(hub_dir: &Path, entry: &ModelEntry) -> Option<PathBuf> {
     let commit = if revision.len() == 40 && revision.bytes().all(|b| b.is_ascii_hexdigit()) {
         revision.to_string()
     } else {
-        fs::read_to_string(repo_dir.join("refs").join(revision)).ok()?.trim().to_string()
+        read_ref(&repo_dir.join("refs").join(revision))?
     };
     if commit.is_empty() || !commit.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return None;
     }
     let path = repo_dir.join("snapshots").join(commit).join(&entry.file);
     path.is_file().then_some(path)
+}
+
+/// The largest `refs/<revision>` file read: it holds one commit hash (40 characters).
+const MAX_REF_BYTES: u64 = 1024;
+
+/// The commit named by the hub cache's `refs/<revision>` file at `path`, trimmed; `None` when there is none. A
+/// file too large or not UTF-8 is no commit either (a warning names it): the model then counts as not cached.
+fn read_ref(path: &Path) -> Option<String> {
+    match crate::config::read_bounded_text(path, MAX_REF_BYTES) {
+        Ok(text) => Some(text.trim().to_string()),
+        Err(e) if crate::config::is_not_found(&e) => None,
+        Err(e) => {
+            tracing::warn!("ignoring the hub cache's '{}': {e:#}", path.display());
+            None
+        }
+    }
 }
 
 /// Where parrot's cache keeps a PyPI-assembled copy of `entry`'s file (whether or not it is there).
@@ -97,6 +113,22 @@ mod tests {
         let mut pinned = other.clone();
         pinned.revision = Some(commit.to_string());
         assert_eq!(hub_cached_path(dir.path(), &pinned), Some(snap));
+    }
+
+    /// #15: a `refs/` file is read up to 1 KiB, not whole: a larger one names no commit (before, any size was
+    /// read into memory, and this one, a commit padded with spaces, was followed).
+    #[test]
+    fn issue_15_an_oversized_hub_ref_is_not_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = parse(TWO_MODELS).unwrap();
+        let other = entry(&r, "other");
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        let snap = put_in_hub_cache(dir.path(), &other, commit, b"GGUF");
+        assert_eq!(hub_cached_path(dir.path(), &other), Some(snap));
+        let refs = dir.path().join(hub_repo_folder(&other.repo)).join("refs").join(other.revision_or_main());
+        let padded = format!("{commit}{}", " ".repeat(usize::try_from(MAX_REF_BYTES).unwrap()));
+        fs::write(&refs, padded).unwrap();
+        assert_eq!(hub_cached_path(dir.path(), &other), None);
     }
 
     #[test]

@@ -8,7 +8,6 @@
 //! entry's file lives and how it gets there is the business of `cache`, `fetch`, `hub` and `pypi`.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -221,7 +220,7 @@ pub fn load_registry(extra: Option<&Path>) -> Result<Registry> {
         files.push(extra.to_path_buf());
     }
     for file in files {
-        let text = fs::read_to_string(&file)
+        let text = crate::config::read_bounded_text(&file, crate::config::MAX_CONFIG_BYTES)
             .with_context(|| format!("Could not read the model registry '{}'", file.display()))?;
         registry.overlay(Registry::parse(&text, &file.display().to_string())?);
     }
@@ -337,6 +336,19 @@ mod tests {
         assert_eq!(gemma.pypi.as_ref().map(|p| p.parts.len()), Some(4));
         assert_eq!(gemma.sha256.as_deref(), Some("a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"));
         assert!(r.entries().count() >= 5, "the test models plus a few role-play models");
+    }
+
+    /// #15: a registry file (`--registry`, `$PARROT_MODELS_TOML`, the user's `models.toml`) is read with the
+    /// config bound: a larger one is an error naming it and the bound (before, any size was read whole).
+    #[test]
+    fn issue_15_an_oversized_registry_file_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("models.toml");
+        // Sparse: nothing is written.
+        std::fs::File::create(&path).unwrap().set_len(crate::config::MAX_CONFIG_BYTES + 1).unwrap();
+        let e = format!("{:#}", load_registry(Some(&path)).unwrap_err());
+        assert!(e.contains(&path.display().to_string()) && e.contains("16 MiB"), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
     }
 
     #[test]

@@ -60,11 +60,11 @@ impl FolderLock {
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
+                // The holder wrote its process id; read no more than one could take, whatever the file holds.
                 let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let pid = holder.lines().next().unwrap_or("").trim();
-                let who =
-                    if pid.is_empty() { "another parrot process".to_string() } else { format!("parrot process {pid}") };
+                let _ = (&mut file).take(64).read_to_string(&mut holder);
+                let pid = holder.lines().next().and_then(|l| l.trim().parse::<u32>().ok());
+                let who = pid.map_or_else(|| "another parrot process".to_string(), |p| format!("parrot process {p}"));
                 bail!(
                     "'{}' is being written by {who}: wait for it to finish or stop it, or choose another --out folder",
                     dir.display()
@@ -87,7 +87,18 @@ impl FolderLock {
 /// # Errors
 /// When the file cannot be written.
 pub fn write_record(path: &Path, fields: Map<String, Value>, invocation: &Invocation) -> Result<()> {
-    let old: Option<Value> = std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok());
+    // Bounded like `--resume`'s read of the same file; a record that is not JSON is replaced, as before.
+    let old: Option<Value> = match crate::config::read_bounded(path, crate::settings::MAX_RECORD_BYTES) {
+        Ok(bytes) => serde_json::from_slice(&bytes).ok(),
+        Err(e) if crate::config::is_not_found(&e) => None,
+        Err(e) => {
+            return Err(e.context(format!(
+                "could not read the earlier record '{}' to keep its history: move it away or choose another --out \
+                 folder",
+                path.display()
+            )))
+        }
+    };
     let mut history =
         old.as_ref().and_then(|o| o.get("history")).and_then(Value::as_array).cloned().unwrap_or_default();
     let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -224,8 +235,8 @@ impl<'a> Queue<'a> {
     fn open_transcript(&self, path: &Path, header: &Header) -> Result<Option<(TranscriptWriter, Vec<TurnRecord>)>> {
         // Read once: to tell a new file from one to continue, to check it, and to keep its bytes. A file without one
         // complete line was killed while its header was written: nothing in it to keep.
-        let bytes = std::fs::read(path).unwrap_or_default();
-        if self.job.options.force || !bytes.contains(&b'\n') {
+        let bytes = if self.job.options.force { Vec::new() } else { read_to_continue(path)? };
+        if !bytes.contains(&b'\n') {
             return Ok(Some((TranscriptWriter::create(path, header)?, Vec::new())));
         }
         let old = read_transcript(&bytes[..], &path.display().to_string())
@@ -266,6 +277,26 @@ impl<'a> Queue<'a> {
         }
     }
 }
+
+/// The bytes of the transcript at `path` to continue it: empty when there is none, at most
+/// [`MAX_TRANSCRIPT_BYTES`] (it is held whole, to be checked and rewritten without its torn tail).
+///
+/// # Errors
+/// A file that cannot be read or is larger than the bound: the message names it and the way out.
+fn read_to_continue(path: &Path) -> Result<Vec<u8>> {
+    match crate::config::read_bounded(path, MAX_TRANSCRIPT_BYTES) {
+        Ok(bytes) => Ok(bytes),
+        Err(e) if crate::config::is_not_found(&e) => Ok(Vec::new()),
+        Err(e) => Err(e.context(format!(
+            "cannot resume '{}': pass --force to start it over, or use a new --out folder",
+            path.display()
+        ))),
+    }
+}
+
+/// The largest transcript continued by a run: the largest file `analyze` reads
+/// ([`crate::analysis::formats::MAX_FILE_BYTES`], 1 GiB); a longer one could not be analyzed anyway.
+pub const MAX_TRANSCRIPT_BYTES: u64 = crate::analysis::formats::MAX_FILE_BYTES;
 
 /// The queues of several jobs served by one set of slots (the cells of a sweep that share their models): each
 /// conversation comes from the first queue that still has one, so a freed slot takes the next cell's first
@@ -377,6 +408,20 @@ mod tests {
         FolderLock::acquire(dir.path()).expect("free again once the holder lets go");
     }
 
+    /// #15: the lock file of a held folder is read only as far as a process id goes (before, it was read whole into
+    /// memory and into the message); what is not a process id is not quoted.
+    #[test]
+    fn issue_15_a_huge_lock_file_is_not_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = FolderLock::acquire(dir.path()).unwrap();
+        // 64 MiB of zero bytes in place of the process id; sparse: nothing is written.
+        let lock = std::fs::OpenOptions::new().write(true).open(dir.path().join(LOCK_NAME)).unwrap();
+        lock.set_len(0).unwrap();
+        lock.set_len(64 << 20).unwrap();
+        let e = FolderLock::acquire(dir.path()).unwrap_err().to_string();
+        assert!(e.len() < 500 && e.contains("another parrot process"), "{}", e.get(..500).unwrap_or(&e));
+    }
+
     #[test]
     fn records_keep_the_original_command_and_append_every_resume() {
         let dir = tempfile::tempdir().unwrap();
@@ -391,6 +436,38 @@ mod tests {
         let history = v["history"].as_array().unwrap();
         assert_eq!(history.len(), 3);
         assert_eq!(history[2]["resume"], json!(true));
+    }
+
+    /// #15: the earlier `run.json` is read with `--resume`'s bound, never whole: one over it is an error naming it
+    /// and the bound, and is left as it is (before, any size was read into memory).
+    #[test]
+    fn issue_15_an_oversized_earlier_record_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.json");
+        // Sparse: nothing is written.
+        std::fs::File::create(&path).unwrap().set_len(crate::settings::MAX_RECORD_BYTES + 1).unwrap();
+        let start = Invocation { command: vec!["parrot".into(), "run".into()], cwd: None, resumed_by: None };
+        let e = format!("{:#}", write_record(&path, Map::new(), &start).unwrap_err());
+        assert!(e.contains(&path.display().to_string()) && e.contains("64 MiB"), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), crate::settings::MAX_RECORD_BYTES + 1, "left as it is");
+    }
+
+    /// #15: a transcript to continue is read with the bound `analyze` has for a file: a larger one is an error
+    /// naming it, the bound and `--force` (before, any size was read whole, and one without a newline was started
+    /// over). A missing one is a new conversation.
+    #[test]
+    fn issue_15_a_transcript_to_continue_is_read_within_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(transcript_name(0));
+        assert!(read_to_continue(&path).unwrap().is_empty(), "no file: nothing to continue");
+        std::fs::File::create(&path).unwrap().set_len(MAX_TRANSCRIPT_BYTES + 1).unwrap();
+        let e = match read_to_continue(&path) {
+            Err(e) => format!("{e:#}"),
+            Ok(bytes) => panic!("read {} bytes of a file over the bound", bytes.len()),
+        };
+        assert!(e.contains(&path.display().to_string()) && e.contains("1024 MiB") && e.contains("--force"), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
     }
 
     /// #15: `--total-tokens` takes any u64; the progress bar's total over the cells of a sweep saturates instead of

@@ -299,7 +299,7 @@ pub fn sweep(args: &SweepArgs, invocation: Invocation) -> Result<SweepPlan> {
 /// The largest `run.json` / `sweep.json` `--resume` reads: the record holds the command, the resolved config (a
 /// config file is at most [`crate::config::MAX_CONFIG_BYTES`]) and a line per resume. A bound keeps a damaged or
 /// crafted record from filling memory, and keeps every command-line argument in it far below `i32` characters.
-const MAX_RECORD_BYTES: u64 = 64 << 20;
+pub const MAX_RECORD_BYTES: u64 = 64 << 20;
 
 /// Resolves `parrot run --resume DIR`: the command recorded in `DIR/sweep.json` or `DIR/run.json`, from the folder
 /// it was started in (the process moves there, so that its relative paths mean what they meant), never with

@@ -240,6 +240,39 @@ fn every_in_process_stop_reason_is_recorded() {
     assert!(last_assistant.prompt_tokens + 64 <= 512);
 }
 
+/// #15: `repeat_last_n` and `dry_penalty_last_n` of `i32::MAX` are clamped to the context. llama.cpp sizes the
+/// penalties stage's ring buffer and DRY's buffers by the window, so before the fix each run below allocated 8 GiB
+/// (16 GiB with DRY) before its first token; under a 4 GiB address-space limit it aborted with `std::bad_alloc`.
+/// The limit is set only in a CPU build: GPU drivers reserve more address space than that.
+#[test]
+fn issue_15_penalty_windows_past_the_context_allocate_nothing_more() {
+    let gpu = cfg!(any(feature = "cuda", feature = "vulkan", feature = "metal"));
+    let limit = if gpu { "" } else { "ulimit -v 4194304; " };
+    // A frequency penalty hands the penalties to llama.cpp's own stage (parrot's sparse one takes only repeat).
+    for sets in [
+        ["sampler.frequency_penalty=0.1", "sampler.repeat_last_n=2147483647"],
+        ["sampler.dry_multiplier=0.8", "sampler.dry_penalty_last_n=2147483647"],
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, u) = (gemma(), smollm());
+        let o = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{limit}exec \"$0\" \"$@\""))
+            .arg(crate::common::parrot_bin())
+            .args(["run", "--quiet", "--threads", crate::common::TEST_THREADS, "--out"])
+            .arg(dir.path())
+            .arg("--assistant-model")
+            .arg(&a)
+            .arg("--user-model")
+            .arg(&u)
+            .args(["--total-tokens", "64", "--turn-max-tokens", "32", "--set", sets[0], "--set", sets[1]])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{sets:?}: {:?} {}", o.status, stderr(&o));
+        assert_eq!(transcript(dir.path(), 0).summary.unwrap().stop_reason, EndReason::Budget, "{sets:?}");
+    }
+}
+
 /// A finished-looking transcript that must survive every failed run below untouched.
 fn earlier_output(dir: &Path) -> (PathBuf, Vec<u8>) {
     let path = dir.join("conversation-000.jsonl");
