@@ -465,7 +465,7 @@ mod tests {
                 texts.push(text.clone());
                 let speaker = match next(7) {
                     0 => Speaker::System,
-                    1 | 2 | 3 => Speaker::Assistant,
+                    1..=3 => Speaker::Assistant,
                     _ => Speaker::User,
                 };
                 let mut m = testing::msg(speaker, &text);
