@@ -128,7 +128,7 @@ pub fn parse_reader_all<R: Read>(reader: R, name: &str, forced: Option<Format>) 
         }
         let t = transcript::read_transcript(std::io::Cursor::new(bytes).chain(reader), name)
             .map_err(|e| anyhow!("{}", strip_name(&e.to_string(), name)))?;
-        return Ok(vec![conversation_of_transcript(&t, name)]);
+        return Ok(vec![conversation_of_transcript(t, name)]);
     }
     if first.is_ok() && is_line_based(&bytes) {
         // Lines (a `.log`, JSONL): every one capped as it is read.
@@ -335,33 +335,34 @@ fn config_str(config: &Value, key: &str) -> Option<String> {
 /// When the header or a line before the last is not a valid record.
 pub fn parse_parrot(text: &str, name: &str) -> Result<Conversation> {
     let t = transcript::read_transcript(text.as_bytes(), name)?;
-    Ok(conversation_of_transcript(&t, name))
+    Ok(conversation_of_transcript(t, name))
 }
 
-/// The conversation of a transcript read back.
-fn conversation_of_transcript(t: &transcript::Transcript, name: &str) -> Conversation {
+/// The conversation of a transcript read back. Takes the transcript by value and moves each turn's text into its
+/// message, so the text is held once, never twice.
+fn conversation_of_transcript(t: transcript::Transcript, name: &str) -> Conversation {
     let mut conv = empty_conversation(name, Format::Parrot);
-    let config = t.header.config.clone();
+    let transcript::Transcript { header, turns, summary, torn_tail } = t;
+    let config = header.config;
     let generated_prefix = |s: Speaker| {
-        t.turns.iter().find(|m| m.speaker == s && !m.opening && !m.prefix.is_empty()).map(|m| m.prefix.clone())
+        turns.iter().find(|m| m.speaker == s && !m.opening && !m.prefix.is_empty()).map(|m| m.prefix.clone())
     };
     conv.agent_prefix = config_str(&config, "agent_prefix").or_else(|| generated_prefix(Speaker::Assistant));
     conv.user_prefix = config_str(&config, "user_prefix").or_else(|| generated_prefix(Speaker::User));
     conv.config = Some(config);
-    let model = |m: &transcript::ModelRecord| Some(m.name.clone().unwrap_or_else(|| m.path.clone()));
+    let model = |m: transcript::ModelRecord| Some(m.name.unwrap_or(m.path));
     conv.origin = Origin {
-        backend: Some(t.header.backend.clone()),
-        user_backend: Some(t.header.user_backend.clone()),
-        assistant_model: model(&t.header.assistant_model),
-        user_model: model(&t.header.user_model),
+        backend: Some(header.backend),
+        user_backend: Some(header.user_backend),
+        assistant_model: model(header.assistant_model),
+        user_model: model(header.user_model),
     };
-    conv.messages = t
-        .turns
-        .iter()
+    conv.messages = turns
+        .into_iter()
         .map(|r| Message {
             speaker: r.speaker,
-            text: r.text.clone(),
-            prefix: (!r.prefix.is_empty()).then(|| r.prefix.clone()),
+            text: r.text,
+            prefix: (!r.prefix.is_empty()).then_some(r.prefix),
             opening: r.opening,
             tokens: (!r.opening).then_some(r.tokens),
             max_tokens: r.max_tokens,
@@ -369,13 +370,12 @@ fn conversation_of_transcript(t: &transcript::Transcript, name: &str) -> Convers
             tokens_so_far: Some(r.tokens_so_far),
         })
         .collect();
-    if let Some(s) = &t.summary {
+    if let Some(s) = &summary {
         let ms = s.assistant.generation_ms + s.user.generation_ms;
         let tokens = s.assistant.tokens.saturating_add(s.user.tokens);
         conv.tokens_per_s = (ms > 0.0).then(|| tokens as f64 * 1000.0 / ms);
     }
-    conv.complete =
-        t.torn_tail.is_none() && t.summary.as_ref().is_some_and(|s| s.stop_reason != EndReason::Interrupted);
+    conv.complete = torn_tail.is_none() && summary.as_ref().is_some_and(|s| s.stop_reason != EndReason::Interrupted);
     conv
 }
 

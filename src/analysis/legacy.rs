@@ -20,9 +20,13 @@
 //!   at n, the next length that does is found by binary search and the lengths between are skipped (they would
 //!   find nothing, and the text does not change while nothing is found);
 //! * the text is only re-split after a removal, not on every count.
+//!
+//! Its memory is bounded by design (issue #15): the joined text is held once (no copy), a word costs 12 bytes (a
+//! `u32` start and its hash; the end is the next start), and windows are counted in passes of at most
+//! `PASS_WINDOWS` by hash, so the counting table stays about 100 MB however long the text: equal windows share
+//! a hash and so a pass, and the most frequent window over all passes is the same as over one table.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use super::{Conversation, LegacyScore};
 use crate::transcript::Speaker;
@@ -116,8 +120,7 @@ pub fn score(conv: &Conversation) -> LegacyScore {
 #[must_use]
 pub fn score_responses<S: AsRef<str>>(responses: &[S]) -> LegacyScore {
     let response_lengths: Vec<usize> = responses.iter().map(|r| r.as_ref().chars().count()).collect();
-    let text = joined_text(responses);
-    let runs = loop_runs(&text);
+    let runs = loop_runs_owned(joined_text(responses));
     score_from_runs(response_lengths, runs)
 }
 
@@ -203,27 +206,6 @@ pub fn naive_loop_runs(text: &str) -> Vec<(String, usize)> {
     runs
 }
 
-/// FxHash-style hasher (one multiply per word): the keys below are already well mixed hashes or small integers.
-#[derive(Default)]
-struct FxHasher(u64);
-
-impl Hasher for FxHasher {
-    fn finish(&self) -> u64 {
-        // The keys are already mixed hashes; rotate so the well-mixed high bits pick the bucket.
-        self.0.rotate_left(26)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
-
 /// Hash of one word's bytes (FNV-1a, then a final mix).
 fn word_hash(w: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -237,44 +219,77 @@ fn word_hash(w: &[u8]) -> u64 {
 
 const BASE: u64 = 0x9e37_79b9_7f4a_7c15;
 
-/// The text split on single spaces: where each word starts and ends, and prefix hashes for windows.
-struct Words {
-    starts: Vec<usize>,
-    ends: Vec<usize>,
-    prefix: Vec<u64>,
-    pow: Vec<u64>,
+/// A position (byte offset, word index or count) as stored in the tables below: `u32` for every text under
+/// 4 GiB, which halves them (a text read from one file is under 1 GiB), `u64` beyond.
+trait Pos: Copy + Eq {
+    /// The largest value, kept free to mark an empty table entry.
+    const NONE: Self;
+    /// `i`, which the caller knows to fit (see [`loop_runs_owned`], which picks the type from the text's length).
+    fn of(i: usize) -> Self;
+    fn get(self) -> usize;
 }
 
-impl Words {
+impl Pos for u32 {
+    const NONE: Self = u32::MAX;
+    #[allow(clippy::cast_possible_truncation)] // only used for texts shorter than u32::MAX bytes.
+    fn of(i: usize) -> Self {
+        i as u32
+    }
+    fn get(self) -> usize {
+        self as usize
+    }
+}
+
+impl Pos for u64 {
+    const NONE: Self = u64::MAX;
+    fn of(i: usize) -> Self {
+        i as u64
+    }
+    #[allow(clippy::cast_possible_truncation)] // a u64 position indexes a text in memory, so it fits usize.
+    fn get(self) -> usize {
+        self as usize
+    }
+}
+
+/// The text split on single spaces: where each word starts, and prefix hashes for windows. Word `i` spans
+/// `starts[i]..starts[i + 1] - 1` (the byte before the next word is the space; `starts` ends with the text's
+/// length plus one), so a word costs one position and one hash.
+struct Words<P> {
+    starts: Vec<P>,
+    prefix: Vec<u64>,
+    pow: [u64; N_MAX + 1],
+}
+
+impl<P: Pos> Words<P> {
     fn new(text: &str) -> Self {
         let bytes = text.as_bytes();
-        let mut starts = vec![0];
-        let mut ends = Vec::new();
+        let spaces = bytes.iter().filter(|&&b| b == b' ').count();
+        let mut starts = Vec::with_capacity(spaces + 2);
+        starts.push(P::of(0));
         for (i, &b) in bytes.iter().enumerate() {
             if b == b' ' {
-                ends.push(i);
-                starts.push(i + 1);
+                starts.push(P::of(i + 1));
             }
         }
-        ends.push(bytes.len());
-        let mut prefix = Vec::with_capacity(starts.len() + 1);
+        starts.push(P::of(bytes.len() + 1));
+        let mut prefix = Vec::with_capacity(starts.len());
         prefix.push(0u64);
         let mut h = 0u64;
-        for (&s, &e) in starts.iter().zip(&ends) {
-            h = h.wrapping_mul(BASE).wrapping_add(word_hash(&bytes[s..e]));
+        for w in starts.windows(2) {
+            h = h.wrapping_mul(BASE).wrapping_add(word_hash(&bytes[w[0].get()..w[1].get() - 1]));
             prefix.push(h);
         }
-        let mut pow = Vec::with_capacity(N_MAX + 1);
+        let mut pow = [0u64; N_MAX + 1];
         let mut p = 1u64;
-        for _ in 0..=N_MAX {
-            pow.push(p);
+        for x in &mut pow {
+            *x = p;
             p = p.wrapping_mul(BASE);
         }
-        Words { starts, ends, prefix, pow }
+        Words { starts, prefix, pow }
     }
 
     fn len(&self) -> usize {
-        self.starts.len()
+        self.starts.len() - 1
     }
 
     /// Hash of the window of `n` words starting at word `i`.
@@ -284,70 +299,129 @@ impl Words {
 
     /// The window's span in the text: equal spans ⇔ equal word sequences (words hold no space).
     fn span<'t>(&self, text: &'t str, i: usize, n: usize) -> &'t [u8] {
-        &text.as_bytes()[self.starts[i]..self.ends[i + n - 1]]
+        &text.as_bytes()[self.starts[i].get()..self.starts[i + n].get() - 1]
     }
 }
 
-/// One distinct window: where it was first seen, how often, and the next window with the same hash.
-struct Slot {
-    first: usize,
-    count: usize,
-    next: usize,
+/// One distinct window: where it was first seen (word index) and how often.
+#[derive(Clone, Copy)]
+struct Slot<P> {
+    first: P,
+    count: P,
 }
 
-const NONE: usize = usize::MAX;
+/// Most windows one pass of [`count_windows`] files: a longer text is counted in several passes, each taking the
+/// windows whose hash falls in its share, so the table never holds more than about this many distinct windows
+/// (about 100 MB: 8 bytes a slot and a 4-byte table entry at most half full, per window).
+const PASS_WINDOWS: usize = 1 << 22;
+
+/// An open-addressing table of distinct windows for one pass: `table` holds indices into `slots` (`NONE` when
+/// empty, at most half full), and a window's hash is recomputed from its first position rather than stored.
+struct WindowTable<P> {
+    table: Vec<P>,
+    slots: Vec<Slot<P>>,
+}
+
+impl<P: Pos> WindowTable<P> {
+    fn with_capacity(windows: usize) -> Self {
+        let size = (2 * windows).next_power_of_two().max(16);
+        WindowTable { table: vec![P::NONE; size], slots: Vec::with_capacity(windows) }
+    }
+
+    fn bucket(&self, h: u64) -> usize {
+        // Fibonacci hashing: the top bits of the product depend on every bit of the hash.
+        let bits = self.table.len().trailing_zeros();
+        #[allow(clippy::cast_possible_truncation)] // the shifted value is below the table's length.
+        let b = (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as usize;
+        b
+    }
+
+    /// Counts the window of `n` words at `i` (hash `h`); returns its slot.
+    fn add(&mut self, text: &str, words: &Words<P>, n: usize, i: usize, h: u64) -> usize {
+        let span = words.span(text, i, n);
+        let mask = self.table.len() - 1;
+        let mut b = self.bucket(h);
+        loop {
+            let entry = self.table[b];
+            if entry == P::NONE {
+                break;
+            }
+            let s = entry.get();
+            let first = self.slots[s].first.get();
+            if words.hash(first, n) == h && words.span(text, first, n) == span {
+                self.slots[s].count = P::of(self.slots[s].count.get() + 1);
+                return s;
+            }
+            b = (b + 1) & mask;
+        }
+        let s = self.slots.len();
+        self.table[b] = P::of(s);
+        self.slots.push(Slot { first: P::of(i), count: P::of(1) });
+        if 2 * self.slots.len() > self.table.len() {
+            self.grow(words, n);
+        }
+        s
+    }
+
+    /// Doubles the table and files every slot again.
+    fn grow(&mut self, words: &Words<P>, n: usize) {
+        self.table = vec![P::NONE; 2 * self.table.len()];
+        let mask = self.table.len() - 1;
+        for (s, slot) in self.slots.iter().enumerate() {
+            let mut b = self.bucket(words.hash(slot.first.get(), n));
+            while self.table[b] != P::NONE {
+                b = (b + 1) & mask;
+            }
+            self.table[b] = P::of(s);
+        }
+    }
+}
 
 /// Counts the windows of `n` words; with `stop_at_repeat` returns as soon as one repeats. Returns the most frequent
 /// window (first seen among equals) as (first position, count).
-fn count_windows(text: &str, words: &Words, n: usize, stop_at_repeat: bool) -> Option<(usize, usize)> {
+///
+/// Windows are counted in passes of about `pass_windows` ([`PASS_WINDOWS`]), each taking those whose hash is its own modulo the
+/// number of passes: equal windows have equal hashes, so every distinct window is counted whole in exactly one
+/// pass, and the best over the passes (highest count, then first seen) is the best over the text.
+fn count_windows<P: Pos>(
+    text: &str,
+    words: &Words<P>,
+    n: usize,
+    stop_at_repeat: bool,
+    pass_windows: usize,
+) -> Option<(usize, usize)> {
     if words.len() < n {
         return None;
     }
     let windows = words.len() - n + 1;
-    let mut heads: FxMap<u64, usize> = FxMap::with_capacity_and_hasher(windows, Default::default());
-    let mut slots: Vec<Slot> = Vec::with_capacity(windows);
-    for i in 0..windows {
-        let h = words.hash(i, n);
-        let span = words.span(text, i, n);
-        match heads.get(&h) {
-            None => {
-                heads.insert(h, slots.len());
-                slots.push(Slot { first: i, count: 1, next: NONE });
+    let passes = windows.div_ceil(pass_windows.max(1)).max(1);
+    let mut best: Option<(usize, usize)> = None;
+    for pass in 0..passes as u64 {
+        let mut table = WindowTable::<P>::with_capacity(windows.div_ceil(passes));
+        for i in 0..windows {
+            let h = words.hash(i, n);
+            if h % passes as u64 != pass {
+                continue;
             }
-            Some(&head) => {
-                let mut s = head;
-                loop {
-                    if words.span(text, slots[s].first, n) == span {
-                        slots[s].count += 1;
-                        if stop_at_repeat {
-                            return Some((slots[s].first, slots[s].count));
-                        }
-                        break;
-                    }
-                    if slots[s].next == NONE {
-                        let new = slots.len();
-                        slots[s].next = new;
-                        slots.push(Slot { first: i, count: 1, next: NONE });
-                        break;
-                    }
-                    s = slots[s].next;
-                }
+            let s = table.add(text, words, n, i, h);
+            let Slot { first, count } = table.slots[s];
+            if stop_at_repeat && count.get() > 1 {
+                return Some((first.get(), count.get()));
+            }
+        }
+        for slot in &table.slots {
+            let (first, count) = (slot.first.get(), slot.count.get());
+            if best.is_none_or(|(bf, bc)| count > bc || (count == bc && first < bf)) {
+                best = Some((first, count));
             }
         }
     }
-    // Slots are in first-seen order (collision chains append in scan order too), so the first maximum wins.
-    let mut best: Option<&Slot> = None;
-    for s in &slots {
-        if best.is_none_or(|b| s.count > b.count || (s.count == b.count && s.first < b.first)) {
-            best = Some(s);
-        }
-    }
-    best.filter(|b| b.count > 1).map(|b| (b.first, b.count))
+    best.filter(|&(_, count)| count > 1)
 }
 
 /// The longest repeated window length in `N_MIN..=upper`, or 0 when not even `N_MIN` words repeat (or
 /// `upper < N_MIN`).
-fn longest_repeat(text: &str, words: &Words, upper: usize) -> usize {
+fn longest_repeat<P: Pos>(text: &str, words: &Words<P>, upper: usize, pass_windows: usize) -> usize {
     let (mut lo, mut hi) = (N_MIN - 1, upper.min(words.len()));
     if hi < N_MIN {
         return 0;
@@ -355,7 +429,7 @@ fn longest_repeat(text: &str, words: &Words, upper: usize) -> usize {
     // Invariant: a repeat of length lo exists (or lo = N_MIN - 1), none of length > hi.
     while lo < hi {
         let mid = (lo + hi).div_ceil(2);
-        if count_windows(text, words, mid, true).is_some() {
+        if count_windows(text, words, mid, true, pass_windows).is_some() {
             lo = mid;
         } else {
             hi = mid - 1;
@@ -372,23 +446,43 @@ fn longest_repeat(text: &str, words: &Words, upper: usize) -> usize {
 /// [`naive_loop_runs`], in near-linear time per removal.
 #[must_use]
 pub fn loop_runs(text: &str) -> Vec<(String, usize)> {
-    let mut text = text.to_string();
+    loop_runs_owned(text.to_string())
+}
+
+/// [`loop_runs`] on a text it may change in place (no copy of it is made).
+///
+/// Memory: the text, 12 bytes per word (a `u32` start and a hash; 16 beyond 4 GiB of text), and one pass of
+/// windows (see [`PASS_WINDOWS`]); during a removal, the text before and after it (the word tables are dropped
+/// first).
+#[must_use]
+pub fn loop_runs_owned(text: String) -> Vec<(String, usize)> {
+    // `starts` holds the text's length plus one.
+    if text.len() < u32::MAX as usize {
+        loop_runs_in::<u32>(text, PASS_WINDOWS)
+    } else {
+        loop_runs_in::<u64>(text, PASS_WINDOWS)
+    }
+}
+
+/// [`loop_runs_owned`] with positions of type `P`, counting windows in passes of about `pass_windows`.
+fn loop_runs_in<P: Pos>(mut text: String, pass_windows: usize) -> Vec<(String, usize)> {
     let mut runs = Vec::new();
     let mut index = HashMap::new();
-    let mut words = Words::new(&text);
+    let mut words = Words::<P>::new(&text);
     // Skip straight to the longest length that repeats at all.
-    let mut n = longest_repeat(&text, &words, N_MAX);
+    let mut n = longest_repeat(&text, &words, N_MAX, pass_windows);
     while n >= N_MIN {
-        match count_windows(&text, &words, n, false) {
+        match count_windows(&text, &words, n, false, pass_windows) {
             Some((first, count)) => {
                 let gram = String::from_utf8_lossy(words.span(&text, first, n)).into_owned();
+                drop(words);
                 text = text.replace(&gram, "");
                 record(&mut runs, &mut index, gram, count);
                 words = Words::new(&text);
                 // Recount at the same n, as the original does.
             }
             // Nothing more repeats at n: every length between the next repeating one and n finds nothing either.
-            None => n = longest_repeat(&text, &words, n - 1),
+            None => n = longest_repeat(&text, &words, n - 1, pass_windows),
         }
     }
     runs
@@ -454,6 +548,11 @@ mod tests {
     fn both(text: &str) -> Vec<(String, usize)> {
         let fast = loop_runs(text);
         assert_eq!(fast, naive_loop_runs(text), "fast and naive differ on {text:?}");
+        // Counted in many small passes (as a text of millions of words is) and with 64-bit positions: the same.
+        for pass_windows in [1, 3, 7] {
+            assert_eq!(loop_runs_in::<u32>(text.to_string(), pass_windows), fast, "passes of {pass_windows}: {text:?}");
+        }
+        assert_eq!(loop_runs_in::<u64>(text.to_string(), 5), fast, "u64 positions: {text:?}");
         fast
     }
 

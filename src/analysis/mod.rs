@@ -239,19 +239,25 @@ pub fn analyze(conv: &Conversation) -> ConversationAnalysis {
 /// for `semantic_repetition`. Pure: the embedding results are computed by the caller.
 #[must_use]
 pub fn analyze_with(conv: &Conversation, embedding: Option<embed::EmbeddingAnalysis>) -> ConversationAnalysis {
-    let original = conv;
-    // Speaker names inferred where the format records none are used exactly as configured ones; the original's
-    // score (`legacy`) keeps reading the conversation as its analyzer did.
-    let inferred = speakers::with_inferred_prefixes(conv);
-    let conv = inferred.as_ref().unwrap_or(conv);
-    let mut detectors = detectors::run_all(conv);
+    // Speaker names inferred where the format records none are used exactly as configured ones (without copying
+    // the conversation); the original's score (`legacy`) keeps reading the conversation as its analyzer did.
+    let (agent, user) = speakers::inferred_prefixes(conv);
+    let prefixes = detectors::Prefixes {
+        agent: conv.agent_prefix.as_deref().or(agent.as_deref()),
+        user: conv.user_prefix.as_deref().or(user.as_deref()),
+    };
+    let mut detectors = detectors::run_all_with(conv, prefixes);
     if let (Some(e), Some(d)) = (&embedding, detectors.get_mut("semantic_repetition")) {
         embed::merge_into(d, &e.detection);
     }
     let first_onset =
         detectors.values().flat_map(|d| [&d.assistant, &d.user]).filter(|d| d.detected).filter_map(|d| d.onset).min();
     let speaker_texts = |s: Speaker| -> Vec<&str> {
-        conv.messages.iter().filter(|m| m.speaker == s && !m.opening).map(|m| detectors::body(conv, m)).collect()
+        conv.messages
+            .iter()
+            .filter(|m| m.speaker == s && !m.opening)
+            .map(|m| detectors::body_with(prefixes, m))
+            .collect()
     };
     let count = |s: Speaker| conv.messages.iter().filter(|m| m.speaker == s).count();
     let total_tokens = conv.messages.iter().rev().find_map(|m| m.tokens_so_far).or_else(|| {
@@ -268,7 +274,7 @@ pub fn analyze_with(conv: &Conversation, embedding: Option<embed::EmbeddingAnaly
         tokens_per_s: conv.tokens_per_s,
         complete: conv.complete,
         origin: conv.origin.clone(),
-        legacy: legacy::score(original),
+        legacy: legacy::score(conv),
         detectors,
         metrics: PerSpeaker {
             assistant: metrics::speaker_metrics(&speaker_texts(Speaker::Assistant)),

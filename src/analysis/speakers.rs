@@ -45,11 +45,20 @@ pub fn infer_prefix(conv: &Conversation, speaker: Speaker) -> Option<String> {
     (n >= MIN_TURNS && 2 * n > turns.len()).then(|| best.to_string())
 }
 
-/// `conv` with each missing speaker prefix inferred; `None` when nothing was inferred (use `conv` as it is).
+/// The prefixes inferred for the speakers that have none: (assistant, user), `None` where the conversation has its
+/// own or none could be inferred.
 #[must_use]
-pub fn with_inferred_prefixes(conv: &Conversation) -> Option<Conversation> {
+pub fn inferred_prefixes(conv: &Conversation) -> (Option<String>, Option<String>) {
     let agent = conv.agent_prefix.is_none().then(|| infer_prefix(conv, Speaker::Assistant)).flatten();
     let user = conv.user_prefix.is_none().then(|| infer_prefix(conv, Speaker::User)).flatten();
+    (agent, user)
+}
+
+/// `conv` with each missing speaker prefix inferred; `None` when nothing was inferred (use `conv` as it is). This
+/// copies the conversation; [`inferred_prefixes`] with [`super::detectors::Prefixes`] does not.
+#[must_use]
+pub fn with_inferred_prefixes(conv: &Conversation) -> Option<Conversation> {
+    let (agent, user) = inferred_prefixes(conv);
     if agent.is_none() && user.is_none() {
         return None;
     }

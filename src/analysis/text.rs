@@ -295,13 +295,38 @@ pub fn longest_repeats(text: &[u32], min_counts: &[u32]) -> (Vec<Option<(usize, 
 
 /// [`longest_repeats`] with windows of `window` code points.
 fn longest_repeats_in(text: &[u32], min_counts: &[u32], window: usize) -> (Vec<Option<(usize, usize)>>, bool) {
+    longest_repeats_streaming(text.iter().copied(), min_counts, window)
+}
+
+/// [`longest_repeats`] of a text read as it streams (code points), holding one window of it at a time, so the
+/// caller never builds the whole text: the same windows are searched as for the text in one piece.
+#[must_use]
+pub fn longest_repeats_of(text: impl Iterator<Item = u32>, min_counts: &[u32]) -> (Vec<Option<(usize, usize)>>, bool) {
+    longest_repeats_streaming(text, min_counts, SAM_WINDOW)
+}
+
+/// [`longest_repeats_of`] with windows of `window` code points: each window starts half a window after the
+/// previous one, and the last one ends with the text.
+fn longest_repeats_streaming(
+    text: impl Iterator<Item = u32>,
+    min_counts: &[u32],
+    window: usize,
+) -> (Vec<Option<(usize, usize)>>, bool) {
     let window = window.max(2);
     let mut best: Vec<Option<(usize, usize)>> = vec![None; min_counts.len()];
     let step = window / 2;
+    let mut text = text.peekable();
+    // The window, `buf`, holds the text from `start` on.
+    let mut buf: Vec<u32> = Vec::new();
     let mut start = 0;
     loop {
-        let end = (start + window).min(text.len());
-        let sam = SuffixAutomaton::new(&text[start..end]);
+        while buf.len() < window {
+            match text.next() {
+                Some(c) => buf.push(c),
+                None => break,
+            }
+        }
+        let sam = SuffixAutomaton::new(&buf);
         for (b, &min) in best.iter_mut().zip(min_counts) {
             if let Some((s, l)) = sam.longest_repeated(min) {
                 if b.is_none_or(|(_, bl)| l > bl) {
@@ -309,12 +334,14 @@ fn longest_repeats_in(text: &[u32], min_counts: &[u32], window: usize) -> (Vec<O
                 }
             }
         }
-        if end == text.len() {
+        drop(sam);
+        if text.peek().is_none() {
             break;
         }
+        buf.drain(..step);
         start += step;
     }
-    (best, text.len() > window)
+    (best, start + buf.len() > window)
 }
 
 /// The longest substring of `s` occurring at least `min_count` times (occurrences may overlap), as text; searched
@@ -430,6 +457,50 @@ mod tests {
         let (small, windowed) = longest_repeats_in(&text[..2000], &[2, 3], W);
         assert!(!windowed);
         assert_eq!(small, vec![Some((10, 30)), None]);
+    }
+
+    /// The windowed search as it was written over a slice (the whole text in memory).
+    fn windows_over_slice(text: &[u32], min_counts: &[u32], window: usize) -> (Vec<Option<(usize, usize)>>, bool) {
+        let mut best: Vec<Option<(usize, usize)>> = vec![None; min_counts.len()];
+        let step = window / 2;
+        let mut start = 0;
+        loop {
+            let end = (start + window).min(text.len());
+            let sam = SuffixAutomaton::new(&text[start..end]);
+            for (b, &min) in best.iter_mut().zip(min_counts) {
+                if let Some((s, l)) = sam.longest_repeated(min) {
+                    if b.is_none_or(|(_, bl)| l > bl) {
+                        *b = Some((start + s, l));
+                    }
+                }
+            }
+            if end == text.len() {
+                break;
+            }
+            start += step;
+        }
+        (best, text.len() > window)
+    }
+
+    #[test]
+    fn issue_15_a_streamed_text_is_searched_in_the_same_windows_as_a_slice() {
+        let mut seed = 3u64;
+        let text: Vec<u32> = (0..700)
+            .map(|_| {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                (seed >> 33) as u32 % 4
+            })
+            .collect();
+        for window in [2, 3, 16, 64, 100] {
+            for len in [0, 1, window - 1, window, window + 1, window + window / 2, 3 * window, 700] {
+                let t = &text[..len.min(700)];
+                assert_eq!(
+                    longest_repeats_streaming(t.iter().copied(), &[2, 3], window),
+                    windows_over_slice(t, &[2, 3], window.max(2)),
+                    "window {window}, length {len}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -770,6 +770,10 @@ struct ConversationView {
     heatmap_svg: Option<String>,
     heatmap_bin: usize,
     transcript: Option<Vec<MessageView>>,
+    /// Whether the transcript shown stops before the conversation's end ([`text::TRANSCRIPT_MAX_BYTES`]).
+    transcript_cut: bool,
+    /// That limit, in MiB, for the note saying so.
+    transcript_max_mib: usize,
     /// The LLM judge's verdicts cached by `parrot analyze --judge`, when there are some.
     judge: Option<crate::analysis::judge::ConversationJudge>,
 }
@@ -843,8 +847,12 @@ fn conversation_view(item: &Item, anchor: usize, set: usize, set_label: &str, sp
     let first = |who: &dyn Fn(&PerSpeaker<Detection>) -> &Detection| {
         a.detectors.values().map(who).filter(|d| d.detected).filter_map(|d| d.onset).min().map(|o| o as f64)
     };
+    // The viewer shows at most TRANSCRIPT_MAX_BYTES of text (memory bounded by design, issue #15).
+    let mut transcript_cut = false;
     let transcript = item.conversation.as_ref().map(|c| {
-        let texts: Vec<&str> = c.messages.iter().map(|m| m.text.as_str()).collect();
+        let texts = text::shown_prefix(c.messages.iter().map(|m| m.text.as_str()), text::TRANSCRIPT_MAX_BYTES);
+        let shown: usize = texts.iter().map(|t| t.len()).sum();
+        transcript_cut = shown < c.messages.iter().map(|m| m.text.len()).sum::<usize>();
         text::repeated_spans(&texts)
             .into_iter()
             .zip(&c.messages)
@@ -891,6 +899,8 @@ fn conversation_view(item: &Item, anchor: usize, set: usize, set_label: &str, sp
         timeline_svg: timeline.svg()?,
         heatmap_svg: heatmap.map(|h| h.svg()).transpose()?,
         heatmap_bin,
+        transcript_cut,
+        transcript_max_mib: text::TRANSCRIPT_MAX_BYTES >> 20,
         transcript,
         judge: a.judge.clone(),
     })

@@ -356,3 +356,23 @@ fn issue_15_a_saved_analysis_with_extreme_numbers_renders() {
         }
     }
 }
+
+#[test]
+fn issue_15_a_huge_transcript_is_shown_up_to_a_bounded_size() {
+    // Two messages of 3 MiB: the second crosses the 4 MiB the viewer shows, so the page holds the first whole,
+    // the second cut, nothing of the third, and says so.
+    let big = |c: &str| format!("{} ", c.repeat(7)).repeat(3 << 17);
+    let (a, b) = (big("a"), big("b"));
+    let c = "the last message, never shown";
+    let set = RunSet {
+        dir: "runs/huge".into(),
+        items: vec![item("runs/huge/0.jsonl", 1.1, &[&a, &b, c], 0.1, None)],
+        problems: vec![],
+    };
+    let page = render(&[set], &Options::default()).unwrap().index;
+    assert!(page.contains("Shown up to message #1: a page shows at most 4 MiB"), "no note");
+    assert!(!page.contains(c));
+    assert!(page.len() < 6 << 20, "{} bytes", page.len());
+    let small = render(&two_sets(), &Options::default()).unwrap().index;
+    assert!(!small.contains("Shown up to message"));
+}

@@ -30,6 +30,36 @@ fn word_hash(word: &str) -> u64 {
     mix(word.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)))
 }
 
+/// Most bytes of text the transcript viewer shows of one conversation (4 MiB, a few thousand pages). A longer
+/// conversation is shown up to there: a browser could not open the whole of a 200 MB transcript anyway, and
+/// highlighting it whole would take gigabytes (one table entry per distinct six-word run). Real runs are far
+/// shorter, so this rarely cuts one.
+pub const TRANSCRIPT_MAX_BYTES: usize = 4 << 20;
+
+/// The texts the transcript viewer shows: every message while they total at most `max` bytes, the one that
+/// crosses it cut at a character boundary to fill it, none after. A message's marks in [`repeated_spans`] depend
+/// only on it and the messages before, so the part shown is highlighted exactly as in the whole conversation
+/// (but for the cut message, whose end is gone).
+#[must_use]
+pub fn shown_prefix<'a>(texts: impl IntoIterator<Item = &'a str>, max: usize) -> Vec<&'a str> {
+    let mut out = Vec::new();
+    let mut left = max;
+    for text in texts {
+        if text.len() <= left {
+            left -= text.len();
+            out.push(text);
+            continue;
+        }
+        let mut end = left;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.push(&text[..end]);
+        break;
+    }
+    out
+}
+
 /// Splits every message into segments, marking the words covered by a run of [`SHINGLE_WORDS`] words that
 /// occurred earlier (in an earlier message, or earlier in the same one), and whole messages that repeat an
 /// earlier message exactly. Concatenating a message's segments gives back its text.
@@ -239,6 +269,19 @@ mod tests {
         assert_eq!(joined(&spans[1]), looped);
         assert!(spans[1].iter().any(|s| s.from == Some(1) && s.text.starts_with("one two three")));
         assert_eq!(spans[2], vec![Segment { text: "Hi.".into(), from: Some(0) }]);
+    }
+
+    #[test]
+    fn issue_15_the_viewer_shows_a_bounded_prefix_marked_as_in_the_whole() {
+        let texts = ["one two three four five six", "é one two three four five six", "seven"];
+        assert_eq!(shown_prefix(texts, 1000), texts.to_vec());
+        // The second message crosses the limit: cut on a character boundary (never inside "é"), the third left out.
+        assert_eq!(shown_prefix(texts, 28), vec![texts[0], ""]);
+        assert_eq!(shown_prefix(texts, 29), vec![texts[0], "é"]);
+        let shown = shown_prefix(texts, 50);
+        assert_eq!(shown.len(), 2);
+        assert_eq!(repeated_spans(&shown)[..1], repeated_spans(&texts)[..1]);
+        assert_eq!(joined(&repeated_spans(&shown)[1]), shown[1]);
     }
 
     #[test]

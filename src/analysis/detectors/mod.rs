@@ -6,7 +6,7 @@
 //! reported, so that one repeated greeting, a recurring name or a stock phrase like `*smiles*` never is.
 //! Text comparisons are character-level ([`super::text`]), so glued junk and CJK are seen too.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use super::text::{overlap, shingles, SHINGLE};
 use super::{Conversation, Detection, Evidence, Message, PerSpeaker};
@@ -53,6 +53,10 @@ pub const EVIDENCE_CHARS: usize = 160;
 /// At most this many evidence entries per detection.
 pub const MAX_EVIDENCE: usize = 5;
 
+/// How many of the speaker's own earlier turns each turn is compared with: the longest cycle `multi_turn_loop`
+/// looks for. Comparing further back would give no detector anything it uses.
+pub const LOOKBACK: usize = multi_turn_loop::MAX_PERIOD;
+
 /// One generated turn of the speaker under study.
 #[derive(Debug, Clone)]
 pub struct Turn<'a> {
@@ -64,13 +68,30 @@ pub struct Turn<'a> {
     pub body: &'a str,
     /// The message itself (stop reason, token counts).
     pub msg: &'a Message,
-    /// Character shingles of the body (for similarity).
-    pub shingles: Vec<u64>,
-    /// Characters of the trimmed body (counted once: similarity compares many pairs).
-    pub chars: usize,
+    /// Whether the body has any character shingle (it is not all whitespace).
+    pub has_shingles: bool,
+    /// [`similarity`] with the speaker's own turns before it: entry `p - 1` compares with the turn `p` back, for
+    /// `p` up to [`LOOKBACK`] and the turns there are (0.0 beyond).
+    pub back: [f64; LOOKBACK],
+    /// [`similarity`] with the other speaker's last message before it, when there is one.
+    pub other: Option<f64>,
+}
+
+impl Turn<'_> {
+    /// [`similarity`] of this turn with the speaker's own turn `p` back (`1 ≤ p ≤ LOOKBACK`).
+    #[must_use]
+    pub fn similarity_back(&self, p: usize) -> f64 {
+        self.back[p - 1]
+    }
 }
 
 /// One speaker's generated turns, with the whole conversation for context.
+///
+/// Memory is bounded by design: a turn keeps the similarities the detectors compare (with its [`LOOKBACK`]
+/// predecessors and the other speaker's last message), not its shingles. The shingles are built once per message,
+/// in order, and only those of the last [`LOOKBACK`] own turns and of the other speaker's last message are held
+/// (about 8 bytes per character of those turns), so a conversation of any length is compared in the memory of a
+/// few turns, with the same numbers as comparing every pair from a full list.
 #[derive(Debug)]
 pub struct SpeakerView<'a> {
     /// The conversation.
@@ -79,8 +100,26 @@ pub struct SpeakerView<'a> {
     pub speaker: Speaker,
     /// Its generated turns (opening messages excluded), in order.
     pub turns: Vec<Turn<'a>>,
-    /// The other speaker's turns, opening messages included, for "saying the same thing to each other".
-    pub others: Vec<Turn<'a>>,
+}
+
+/// A text prepared for [`similarity`]: its trimmed body, the characters of that, and its shingles.
+#[derive(Debug, Clone)]
+pub struct Shingled<'a> {
+    /// The body, trimmed.
+    pub text: &'a str,
+    /// Characters of `text` (counted once: similarity compares many pairs).
+    pub chars: usize,
+    /// Character shingles of the body ([`shingles`] with [`SHINGLE`]).
+    pub shingles: Vec<u64>,
+}
+
+impl<'a> Shingled<'a> {
+    /// Prepares a message body.
+    #[must_use]
+    pub fn new(body: &'a str) -> Self {
+        let text = body.trim();
+        Shingled { text, chars: text.chars().count(), shingles: shingles(body, SHINGLE) }
+    }
 }
 
 /// Index of the assistant turn a message belongs to: for an assistant message its position among assistant
@@ -92,12 +131,36 @@ pub fn assistant_turn_of(conv: &Conversation, message: usize) -> usize {
     conv.messages[..end].iter().filter(|m| m.speaker == Speaker::Assistant).count().saturating_sub(1)
 }
 
+/// The speaker-name prefixes that message bodies are cut after: the conversation's own, or ones inferred for it
+/// ([`crate::analysis::speakers::inferred_prefixes`]) without copying the conversation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Prefixes<'p> {
+    /// The assistant's prefix.
+    pub agent: Option<&'p str>,
+    /// The user's prefix.
+    pub user: Option<&'p str>,
+}
+
+impl<'p> Prefixes<'p> {
+    /// The prefixes a conversation records.
+    #[must_use]
+    pub fn of(conv: &'p Conversation) -> Self {
+        Prefixes { agent: conv.agent_prefix.as_deref(), user: conv.user_prefix.as_deref() }
+    }
+}
+
 /// The text of a message after its speaker-name prefix.
 #[must_use]
 pub fn body<'a>(conv: &Conversation, m: &'a Message) -> &'a str {
+    body_with(Prefixes::of(conv), m)
+}
+
+/// [`body`] with the prefixes given.
+#[must_use]
+pub fn body_with<'a>(prefixes: Prefixes<'_>, m: &'a Message) -> &'a str {
     let known = match m.speaker {
-        Speaker::Assistant => conv.agent_prefix.as_deref(),
-        Speaker::User => conv.user_prefix.as_deref(),
+        Speaker::Assistant => prefixes.agent,
+        Speaker::User => prefixes.user,
         Speaker::System => None,
     };
     m.prefix
@@ -108,46 +171,53 @@ pub fn body<'a>(conv: &Conversation, m: &'a Message) -> &'a str {
 }
 
 impl<'a> SpeakerView<'a> {
-    /// Builds the view of `speaker` in `conv`.
+    /// Builds the view of `speaker` in `conv`: one pass over the messages, holding the shingles of at most
+    /// [`LOOKBACK`] own turns and one message of the other speaker (opening messages included) at a time.
     #[must_use]
     pub fn new(conv: &'a Conversation, speaker: Speaker) -> Self {
-        let make = |pick: &dyn Fn(&Message) -> bool| -> Vec<Turn<'a>> {
-            let mut assistant_seen = 0usize;
-            let mut out = Vec::new();
-            for (i, m) in conv.messages.iter().enumerate() {
-                if m.speaker == Speaker::Assistant {
-                    assistant_seen += 1;
-                }
-                if pick(m) {
-                    let b = body(conv, m);
-                    out.push(Turn {
-                        message: i,
-                        assistant_turn: assistant_seen.saturating_sub(1),
-                        body: b,
-                        msg: m,
-                        shingles: shingles(b, SHINGLE),
-                        chars: b.trim().chars().count(),
-                    });
-                }
-            }
-            out
-        };
-        let other = match speaker {
+        Self::with_prefixes(conv, speaker, Prefixes::of(conv))
+    }
+
+    /// [`Self::new`] with bodies cut after `prefixes` instead of the conversation's own.
+    #[must_use]
+    pub fn with_prefixes(conv: &'a Conversation, speaker: Speaker, prefixes: Prefixes<'_>) -> Self {
+        let other_speaker = match speaker {
             Speaker::Assistant => Speaker::User,
             _ => Speaker::Assistant,
         };
-        SpeakerView {
-            conv,
-            speaker,
-            turns: make(&|m: &Message| m.speaker == speaker && !m.opening),
-            others: make(&|m: &Message| m.speaker == other),
+        let mut turns = Vec::new();
+        let mut recent: VecDeque<Shingled<'a>> = VecDeque::with_capacity(LOOKBACK + 1);
+        let mut last_other: Option<Shingled<'a>> = None;
+        let mut assistant_seen = 0usize;
+        for (i, m) in conv.messages.iter().enumerate() {
+            if m.speaker == Speaker::Assistant {
+                assistant_seen += 1;
+            }
+            if m.speaker == speaker && !m.opening {
+                let b = body_with(prefixes, m);
+                let this = Shingled::new(b);
+                let mut back = [0.0; LOOKBACK];
+                for (p, earlier) in recent.iter().rev().enumerate() {
+                    back[p] = similarity(earlier, &this);
+                }
+                turns.push(Turn {
+                    message: i,
+                    assistant_turn: assistant_seen.saturating_sub(1),
+                    body: b,
+                    msg: m,
+                    has_shingles: !this.shingles.is_empty(),
+                    back,
+                    other: last_other.as_ref().map(|o| similarity(o, &this)),
+                });
+                if recent.len() == LOOKBACK {
+                    recent.pop_front();
+                }
+                recent.push_back(this);
+            } else if m.speaker == other_speaker {
+                last_other = Some(Shingled::new(body_with(prefixes, m)));
+            }
         }
-    }
-
-    /// The other speaker's last message before message `message`, if any.
-    #[must_use]
-    pub fn other_before(&self, message: usize) -> Option<&Turn<'a>> {
-        self.others.iter().rev().find(|t| t.message < message)
+        SpeakerView { conv, speaker, turns }
     }
 
     /// A detection starting at own turn `first`, with severity clamped to [0, 1] and evidence from `turns`
@@ -178,8 +248,8 @@ impl<'a> SpeakerView<'a> {
 /// shingle counts as repeated when it occurs inside the other (case-insensitive), so `remarquer` →
 /// `remarquerurusan` is seen from its first step; empty turns repeat nothing.
 #[must_use]
-pub fn similarity(a: &Turn<'_>, b: &Turn<'_>) -> f64 {
-    let (ta, tb) = (a.body.trim(), b.body.trim());
+pub fn similarity(a: &Shingled<'_>, b: &Shingled<'_>) -> f64 {
+    let (ta, tb) = (a.text, b.text);
     if ta.is_empty() || tb.is_empty() {
         return 0.0;
     }
@@ -214,11 +284,23 @@ pub fn runs(flags: &[bool], min_len: usize) -> Vec<(usize, usize)> {
 /// Runs every detector on both speakers.
 #[must_use]
 pub fn run_all(conv: &Conversation) -> BTreeMap<String, PerSpeaker<Detection>> {
-    let assistant = SpeakerView::new(conv, Speaker::Assistant);
-    let user = SpeakerView::new(conv, Speaker::User);
+    run_all_with(conv, Prefixes::of(conv))
+}
+
+/// [`run_all`] with bodies cut after `prefixes`.
+#[must_use]
+pub fn run_all_with(conv: &Conversation, prefixes: Prefixes<'_>) -> BTreeMap<String, PerSpeaker<Detection>> {
+    // One speaker's view at a time: the second is built after the first is dropped.
+    let detect_all = |speaker: Speaker| -> Vec<Detection> {
+        let view = SpeakerView::with_prefixes(conv, speaker, prefixes);
+        DETECTORS.iter().map(|(_, detect)| detect(&view)).collect()
+    };
+    let assistant = detect_all(Speaker::Assistant);
+    let user = detect_all(Speaker::User);
     DETECTORS
         .iter()
-        .map(|(name, detect)| ((*name).to_string(), PerSpeaker { assistant: detect(&assistant), user: detect(&user) }))
+        .zip(assistant.into_iter().zip(user))
+        .map(|((name, _), (assistant, user))| ((*name).to_string(), PerSpeaker { assistant, user }))
         .collect()
 }
 
@@ -352,6 +434,70 @@ mod tests {
         let v = SpeakerView::new(&c, Speaker::User);
         assert_eq!(v.turns.iter().map(|t| t.assistant_turn).collect::<Vec<_>>(), vec![0, 1]);
         assert_eq!(v.turns[0].body, "b");
+    }
+
+    #[test]
+    fn issue_15_the_view_compares_the_same_pairs_as_full_lists_while_holding_a_window() {
+        // The view keeps no shingles; its similarities must equal those computed from every turn's shingles held
+        // at once (the former layout), for every own turn up to LOOKBACK back and the other speaker's last message.
+        let mut seed = 0x9e37_79b9_u64;
+        let mut next = move |n: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        let lines = [
+            "Hello there, how are you today my friend?",
+            "Hi!",
+            "",
+            "  ",
+            "remarquerurusan",
+            "今日はとても楽しかったです。",
+        ];
+        for _ in 0..40 {
+            let mut c = conv(&[]);
+            let mut texts: Vec<String> = Vec::new();
+            for i in 0..(5 + next(30)) {
+                let text = match next(4) {
+                    0 if !texts.is_empty() => texts[next(texts.len() as u64) as usize].clone(),
+                    1 => lines[next(lines.len() as u64) as usize].to_string(),
+                    _ => format!("turn {} about the {} sea and {} boats", i, next(5), next(3)),
+                };
+                texts.push(text.clone());
+                let speaker = match next(7) {
+                    0 => Speaker::System,
+                    1..=3 => Speaker::Assistant,
+                    _ => Speaker::User,
+                };
+                let mut m = testing::msg(speaker, &text);
+                m.opening = next(9) == 0;
+                c.messages.push(m);
+            }
+            for speaker in [Speaker::Assistant, Speaker::User] {
+                let other = if speaker == Speaker::Assistant { Speaker::User } else { Speaker::Assistant };
+                let all = |pick: &dyn Fn(&Message) -> bool| -> Vec<(usize, Shingled<'_>)> {
+                    c.messages
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, m)| pick(m))
+                        .map(|(i, m)| (i, Shingled::new(body(&c, m))))
+                        .collect()
+                };
+                let own = all(&|m: &Message| m.speaker == speaker && !m.opening);
+                let others = all(&|m: &Message| m.speaker == other);
+                let view = SpeakerView::new(&c, speaker);
+                assert_eq!(view.turns.len(), own.len());
+                for (k, t) in view.turns.iter().enumerate() {
+                    assert_eq!(t.message, own[k].0);
+                    assert_eq!(t.has_shingles, !own[k].1.shingles.is_empty());
+                    for p in 1..=LOOKBACK {
+                        let want = if p <= k { similarity(&own[k - p].1, &own[k].1) } else { 0.0 };
+                        assert_eq!(t.similarity_back(p).to_bits(), want.to_bits(), "turn {k}, {p} back");
+                    }
+                    let want = others.iter().rev().find(|o| o.0 < t.message).map(|o| similarity(&o.1, &own[k].1));
+                    assert_eq!(t.other.map(f64::to_bits), want.map(f64::to_bits), "turn {k}, other");
+                }
+            }
+        }
     }
 
     #[test]

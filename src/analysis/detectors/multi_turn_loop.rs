@@ -5,7 +5,7 @@
 //! when at least [`MIN_RUN`] turns in a row do so.
 
 use super::single_turn_loop::{repeats_previous, SIMILAR};
-use super::{runs, similarity, SpeakerView};
+use super::{runs, SpeakerView};
 use crate::analysis::Detection;
 
 /// The longest cycle looked for, in own turns.
@@ -17,10 +17,10 @@ pub const MIN_RUN: usize = 3;
 #[must_use]
 pub fn period(v: &SpeakerView<'_>, k: usize) -> Option<usize> {
     let t = &v.turns[k];
-    if t.shingles.is_empty() || repeats_previous(v, k) {
+    if !t.has_shingles || repeats_previous(v, k) {
         return None;
     }
-    (2..=MAX_PERIOD.min(k)).find(|&p| similarity(&v.turns[k - p], t) >= SIMILAR)
+    (2..=MAX_PERIOD.min(k)).find(|&p| t.similarity_back(p) >= SIMILAR)
 }
 
 /// Runs the detector on one speaker.

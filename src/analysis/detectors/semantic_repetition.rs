@@ -8,10 +8,10 @@
 //! Reported when [`MIN_RUN`] turns in a row are stuck. Recurring names alone can't trigger it: a turn needs at
 //! least [`MIN_TERMS`] terms, most of them old.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 
 use super::single_turn_loop::SIMILAR;
-use super::{runs, similarity, SpeakerView};
+use super::{runs, SpeakerView, MAX_EVIDENCE};
 use crate::analysis::text::is_unspaced_script;
 use crate::analysis::Detection;
 
@@ -56,24 +56,28 @@ pub fn terms(s: &str) -> HashSet<String> {
     out
 }
 
-/// Runs the detector on one speaker.
+/// Runs the detector on one speaker. Only the term sets of the last [`WINDOW`] turns are held while the turns are
+/// scanned; the evidence recomputes the few it shows.
 #[must_use]
 pub fn detect(v: &SpeakerView<'_>) -> Detection {
-    let sets: Vec<HashSet<String>> = v.turns.iter().map(|t| terms(t.body)).collect();
-    let novelty: Vec<Option<f64>> = (0..sets.len())
-        .map(|k| {
-            if k == 0 || sets[k].len() < MIN_TERMS {
-                return None;
-            }
-            let verbatim = similarity(&v.turns[k - 1], &v.turns[k]) >= SIMILAR;
-            if verbatim {
-                return None;
-            }
-            let seen: HashSet<&String> = sets[k.saturating_sub(WINDOW)..k].iter().flatten().collect();
-            let new = sets[k].iter().filter(|t| !seen.contains(t)).count();
-            Some(new as f64 / sets[k].len() as f64)
-        })
-        .collect();
+    let mut recent: VecDeque<HashSet<String>> = VecDeque::with_capacity(WINDOW + 1);
+    let mut novelty: Vec<Option<f64>> = Vec::with_capacity(v.turns.len());
+    for (k, t) in v.turns.iter().enumerate() {
+        let set = terms(t.body);
+        novelty.push(if k == 0 || set.len() < MIN_TERMS || t.similarity_back(1) >= SIMILAR {
+            // The first turn, too few terms, or a verbatim repeat of the previous turn.
+            None
+        } else {
+            let seen: HashSet<&String> = recent.iter().flatten().collect();
+            let new = set.iter().filter(|t| !seen.contains(t)).count();
+            Some(new as f64 / set.len() as f64)
+        });
+        if recent.len() == WINDOW {
+            recent.pop_front();
+        }
+        recent.push_back(set);
+    }
+    drop(recent);
     let flags: Vec<bool> = novelty.iter().map(|n| n.is_some_and(|n| n < MAX_NOVELTY)).collect();
     let found = runs(&flags, MIN_RUN);
     let Some(&(first, _)) = found.first() else { return Detection::default() };
@@ -82,8 +86,10 @@ pub fn detect(v: &SpeakerView<'_>) -> Detection {
     let share = stuck.len() as f64 / v.turns.len() as f64;
     let evidence = found
         .iter()
+        .take(MAX_EVIDENCE)
         .map(|&(start, len)| {
-            let mut common: Vec<&String> = sets[start].iter().filter(|t| sets[start + len - 1].contains(*t)).collect();
+            let (first_set, last_set) = (terms(v.turns[start].body), terms(v.turns[start + len - 1].body));
+            let mut common: Vec<&String> = first_set.iter().filter(|t| last_set.contains(*t)).collect();
             common.sort();
             common.truncate(12);
             let words: Vec<&str> = common.iter().map(|s| s.as_str()).collect();

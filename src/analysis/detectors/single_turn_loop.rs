@@ -1,12 +1,12 @@
 //! `single_turn_loop`: the speakers are stuck saying the same thing to each other in alternating turns.
 //!
-//! A turn is looping when its character shingles ([`super::similarity`]) are (almost) all contained in the speaker's previous turn or in
+//! A turn is looping when its character shingles ([`super::similarity`], computed by [`SpeakerView::new`]) are (almost) all contained in the speaker's previous turn or in
 //! the other speaker's message just before it (both characters saying the same lines). The overlap coefficient is
 //! used, not Jaccard, so that a turn that repeats the previous one and glues a token on (`remarquer` →
 //! `remarquerurusan`) still counts. It is reported only when at least [`MIN_RUN`] turns in a row loop, so a
 //! greeting repeated once is not a loop.
 
-use super::{runs, similarity, SpeakerView};
+use super::{runs, SpeakerView};
 use crate::analysis::Detection;
 
 /// Overlap of shingle sets at or above which two turns say the same thing.
@@ -18,11 +18,11 @@ pub const MIN_RUN: usize = 3;
 #[must_use]
 pub fn repeats_previous(v: &SpeakerView<'_>, k: usize) -> bool {
     let t = &v.turns[k];
-    if t.shingles.is_empty() {
+    if !t.has_shingles {
         return false;
     }
-    let own = k.checked_sub(1).map_or(0.0, |j| similarity(&v.turns[j], t));
-    let other = v.other_before(t.message).map_or(0.0, |o| similarity(o, t));
+    let own = if k == 0 { 0.0 } else { t.similarity_back(1) };
+    let other = t.other.unwrap_or(0.0);
     own >= SIMILAR || other >= SIMILAR
 }
 
