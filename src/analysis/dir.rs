@@ -684,14 +684,9 @@ fn written_by_parrot(path: &Path) -> bool {
         .is_some_and(|m| m.written_by == WRITTEN_BY)
 }
 
-fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read as _;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)?.take(MAX_SAVED_BYTES + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_SAVED_BYTES {
-        return Err(std::io::Error::other("too large"));
-    }
-    Ok(bytes)
+/// The saved analysis at `path`, read within [`MAX_SAVED_BYTES`] (callers treat any failure as "none saved").
+fn read_bounded(path: &Path) -> Result<Vec<u8>> {
+    crate::config::read_bounded(path, MAX_SAVED_BYTES)
 }
 
 /// The saved analysis of a run folder when it is valid for an analysis with `forced` now: written by parrot, by

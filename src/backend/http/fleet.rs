@@ -110,15 +110,9 @@ pub fn parse_endpoints(text: &str, file: &str) -> Result<Vec<EndpointSpec>> {
 /// # Errors
 /// When the file cannot be read, is larger than the bound, is not UTF-8, or does not parse.
 pub fn read_endpoints(path: &std::path::Path, flag: &str) -> Result<Vec<EndpointSpec>> {
-    use std::io::Read;
     let name = path.display().to_string();
-    let f = std::fs::File::open(path).map_err(|e| anyhow!("{flag} {name}: cannot open ({e})"))?;
-    let mut bytes = Vec::new();
-    f.take(MAX_ENDPOINTS_FILE + 1).read_to_end(&mut bytes).map_err(|e| anyhow!("{flag} {name}: {e}"))?;
-    if bytes.len() as u64 > MAX_ENDPOINTS_FILE {
-        bail!("{flag} {name}: larger than {MAX_ENDPOINTS_FILE} bytes; list one `URL [flavor] [weight]` per line");
-    }
-    let text = String::from_utf8(bytes).map_err(|_| anyhow!("{flag} {name}: not UTF-8 text"))?;
+    let text = crate::config::read_bounded_text(path, MAX_ENDPOINTS_FILE)
+        .map_err(|e| anyhow!("{flag} {name}: {e:#}; list one `URL [flavor] [weight]` per line"))?;
     parse_endpoints(&text, &name)
 }
 
