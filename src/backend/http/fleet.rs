@@ -111,8 +111,13 @@ pub fn parse_endpoints(text: &str, file: &str) -> Result<Vec<EndpointSpec>> {
 /// When the file cannot be read, is larger than the bound, is not UTF-8, or does not parse.
 pub fn read_endpoints(path: &std::path::Path, flag: &str) -> Result<Vec<EndpointSpec>> {
     let name = path.display().to_string();
-    let text = crate::config::read_bounded_text(path, MAX_ENDPOINTS_FILE)
-        .map_err(|e| anyhow!("{flag} {name}: {e:#}; list one `URL [flavor] [weight]` per line"))?;
+    let text = crate::config::read_bounded_text(path, MAX_ENDPOINTS_FILE).map_err(|e| {
+        if crate::config::is_not_found(&e) {
+            anyhow!("{flag} {name}: no such file; give the path of a file that lists the servers")
+        } else {
+            anyhow!("{flag} {name}: {e:#}; list one `URL [flavor] [weight]` per line")
+        }
+    })?;
     parse_endpoints(&text, &name)
 }
 
