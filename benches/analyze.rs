@@ -76,7 +76,7 @@ fn main() {
         let Ok(conv) = formats::read_path(path, None) else { continue };
         let text = legacy::joined_text(&legacy::responses(&conv));
         let t = Instant::now();
-        let fast = legacy::loop_runs(&text);
+        let fast = legacy::loop_runs(&text).runs;
         fast_total += t.elapsed();
         let t = Instant::now();
         let slow = legacy::naive_loop_runs(&text);

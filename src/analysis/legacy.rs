@@ -37,6 +37,8 @@ pub const N_MAX: usize = 64;
 pub const N_MIN: usize = 5;
 /// How many runs the original lists.
 pub const TOP_NGRAMS: usize = 20;
+/// Words counted over all recounts after which the loop score stops (see the module doc): about a minute.
+pub const WORK_LIMIT: u64 = 4_000_000_000;
 /// What the original puts in the joined text for an empty response.
 pub const EMPTY_RESPONSE: &str = "[empty]";
 
@@ -120,8 +122,8 @@ pub fn score(conv: &Conversation) -> LegacyScore {
 #[must_use]
 pub fn score_responses<S: AsRef<str>>(responses: &[S]) -> LegacyScore {
     let response_lengths: Vec<usize> = responses.iter().map(|r| r.as_ref().chars().count()).collect();
-    let runs = loop_runs_owned(joined_text(responses));
-    score_from_runs(response_lengths, runs)
+    let LoopRuns { runs, complete } = loop_runs_owned(joined_text(responses));
+    LegacyScore { complete, ..score_from_runs(response_lengths, runs) }
 }
 
 /// The joined text the original scores: responses joined by single spaces, `[empty]` for empty ones.
@@ -152,6 +154,7 @@ pub fn score_from_runs(response_lengths: Vec<usize>, runs: Vec<(String, usize)>)
         responses,
         response_lengths,
         top_ngrams: top,
+        complete: true,
     }
 }
 
@@ -442,10 +445,19 @@ fn longest_repeat<P: Pos>(text: &str, words: &Words<P>, upper: usize, pass_windo
     }
 }
 
+/// The runs the original removes from a text, and whether it got to the end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoopRuns {
+    /// The removed runs with their summed counts, in first-removed order.
+    pub runs: Vec<(String, usize)>,
+    /// False when counting stopped at [`WORK_LIMIT`]: `runs` are then the first removals of the full result.
+    pub complete: bool,
+}
+
 /// The runs the original removes from `text`, with their summed counts, in first-removed order. Same result as
-/// [`naive_loop_runs`], in near-linear time per removal.
+/// [`naive_loop_runs`], in near-linear time per removal (unless stopped at [`WORK_LIMIT`]).
 #[must_use]
-pub fn loop_runs(text: &str) -> Vec<(String, usize)> {
+pub fn loop_runs(text: &str) -> LoopRuns {
     loop_runs_owned(text.to_string())
 }
 
@@ -455,23 +467,38 @@ pub fn loop_runs(text: &str) -> Vec<(String, usize)> {
 /// windows (see [`PASS_WINDOWS`]); during a removal, the text before and after it (the word tables are dropped
 /// first).
 #[must_use]
-pub fn loop_runs_owned(text: String) -> Vec<(String, usize)> {
+pub fn loop_runs_owned(text: String) -> LoopRuns {
     // `starts` holds the text's length plus one.
     if text.len() < u32::MAX as usize {
-        loop_runs_in::<u32>(text, PASS_WINDOWS)
+        loop_runs_in::<u32>(text, PASS_WINDOWS, WORK_LIMIT)
     } else {
-        loop_runs_in::<u64>(text, PASS_WINDOWS)
+        loop_runs_in::<u64>(text, PASS_WINDOWS, WORK_LIMIT)
     }
 }
 
-/// [`loop_runs_owned`] with positions of type `P`, counting windows in passes of about `pass_windows`.
-fn loop_runs_in<P: Pos>(mut text: String, pass_windows: usize) -> Vec<(String, usize)> {
+/// [`loop_runs_owned`] with positions of type `P`, counting windows in passes of about `pass_windows`, stopping
+/// once `work_limit` words have been counted.
+fn loop_runs_in<P: Pos>(mut text: String, pass_windows: usize, work_limit: u64) -> LoopRuns {
     let mut runs = Vec::new();
     let mut index = HashMap::new();
     let mut words = Words::<P>::new(&text);
+    // Words counted so far: every count (the binary search's included) reads the whole text once.
+    let mut work = 0u64;
+    let mut counted = |words: &Words<P>, times: u64| {
+        work = work.saturating_add((words.len() as u64).saturating_mul(times));
+        work <= work_limit
+    };
+    // A binary search over the lengths counts at most this many times.
+    let searches = u64::from(N_MAX.ilog2() + 1);
+    if !counted(&words, searches) {
+        return LoopRuns { runs, complete: false };
+    }
     // Skip straight to the longest length that repeats at all.
     let mut n = longest_repeat(&text, &words, N_MAX, pass_windows);
     while n >= N_MIN {
+        if !counted(&words, 1) {
+            return LoopRuns { runs, complete: false };
+        }
         match count_windows(&text, &words, n, false, pass_windows) {
             Some((first, count)) => {
                 let gram = String::from_utf8_lossy(words.span(&text, first, n)).into_owned();
@@ -482,10 +509,15 @@ fn loop_runs_in<P: Pos>(mut text: String, pass_windows: usize) -> Vec<(String, u
                 // Recount at the same n, as the original does.
             }
             // Nothing more repeats at n: every length between the next repeating one and n finds nothing either.
-            None => n = longest_repeat(&text, &words, n - 1, pass_windows),
+            None => {
+                if !counted(&words, searches) {
+                    return LoopRuns { runs, complete: false };
+                }
+                n = longest_repeat(&text, &words, n - 1, pass_windows);
+            }
         }
     }
-    runs
+    LoopRuns { runs, complete: true }
 }
 
 /// Histogram of loop densities as the original plots it: buckets of 0.05 from 0 to 0.8, plus one for 0.8 and
@@ -546,13 +578,15 @@ mod tests {
     use super::*;
 
     fn both(text: &str) -> Vec<(String, usize)> {
-        let fast = loop_runs(text);
+        let LoopRuns { runs: fast, complete } = loop_runs(text);
+        assert!(complete);
         assert_eq!(fast, naive_loop_runs(text), "fast and naive differ on {text:?}");
         // Counted in many small passes (as a text of millions of words is) and with 64-bit positions: the same.
         for pass_windows in [1, 3, 7] {
-            assert_eq!(loop_runs_in::<u32>(text.to_string(), pass_windows), fast, "passes of {pass_windows}: {text:?}");
+            let runs = loop_runs_in::<u32>(text.to_string(), pass_windows, WORK_LIMIT).runs;
+            assert_eq!(runs, fast, "passes of {pass_windows}: {text:?}");
         }
-        assert_eq!(loop_runs_in::<u64>(text.to_string(), 5), fast, "u64 positions: {text:?}");
+        assert_eq!(loop_runs_in::<u64>(text.to_string(), 5, WORK_LIMIT).runs, fast, "u64 positions: {text:?}");
         fast
     }
 
@@ -676,6 +710,37 @@ mod tests {
         }
     }
 
+    /// #15: a text with very many repeated runs (a long transcript over a small vocabulary) needs one recount of the
+    /// whole text per removed run; the count stops at its work bound instead of running for hours, keeping the runs
+    /// removed until then: the first removals of the full result, so the score is a lower bound, said so.
+    #[test]
+    fn issue_15_counting_stops_at_its_work_bound_with_the_first_removals() {
+        let mut seed = 0x9e37_79b9_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let vocab = ["sea", "boat", "wind", "gull"];
+        let text: Vec<&str> = (0..3000).map(|_| vocab[(next() % 4) as usize]).collect();
+        let text = text.join(" ");
+        let full = loop_runs(&text);
+        assert!(full.complete && full.runs.len() > 50, "{} runs", full.runs.len());
+        let words = 3000u64;
+        for limit in [words * 8, words * 12, words * 20] {
+            let cut = loop_runs_in::<u32>(text.clone(), PASS_WINDOWS, limit);
+            assert!(!cut.complete, "limit {limit}");
+            assert!(cut.runs.len() < full.runs.len(), "limit {limit}");
+            // The removals so far are the full result's first ones (a run's count can only grow later on).
+            for (k, (run, count)) in cut.runs.iter().enumerate() {
+                assert_eq!(run, &full.runs[k].0, "limit {limit}");
+                assert!(*count <= full.runs[k].1, "limit {limit}");
+            }
+        }
+        assert!(score_responses(&[text.as_str()]).complete);
+    }
+
     #[test]
     fn histograms_bucket_like_the_original() {
         let h = density_histogram(&[0.0, 0.049, 0.05, 0.29, 0.79, 0.8, 1.5]);
@@ -727,7 +792,7 @@ mod real_logs {
             assert_eq!(s.top_ngrams, top, "{file}");
             // The plain port agrees too.
             let text = joined_text(&responses(&conv));
-            assert_eq!(naive_loop_runs(&text), loop_runs(&text), "{file}");
+            assert_eq!(naive_loop_runs(&text), loop_runs(&text).runs, "{file}");
         }
     }
 }

@@ -141,7 +141,7 @@ pub struct Detection {
 }
 
 /// The original tool's score, computed exactly as its analyzer does.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LegacyScore {
     /// Total characters of the assistant responses (the denominator of `loop_density`).
     pub character_count: usize,
@@ -157,6 +157,20 @@ pub struct LegacyScore {
     pub response_lengths: Vec<usize>,
     /// The most repeated word runs with their counts, most frequent first (at most 20).
     pub top_ngrams: Vec<(String, usize)>,
+    /// False when the count stopped at its work bound (`legacy::WORK_LIMIT`): `loop_score` is then a lower bound.
+    #[serde(default = "yes")]
+    pub complete: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for LegacyScore {
+    /// The score of no responses.
+    fn default() -> Self {
+        legacy::score_from_runs(Vec::new(), Vec::new())
+    }
 }
 
 /// Standard repetition metrics from the literature, for one speaker.
@@ -264,6 +278,8 @@ pub fn analyze_with(conv: &Conversation, embedding: Option<embed::EmbeddingAnaly
         let sum: u64 = conv.messages.iter().filter_map(|m| m.tokens).map(u64::from).sum();
         conv.messages.iter().any(|m| m.tokens.is_some()).then_some(sum)
     });
+    let legacy = legacy::score(conv);
+    let legacy_warning = legacy_warning(&legacy);
     ConversationAnalysis {
         source: conv.source.clone(),
         format: conv.format,
@@ -274,7 +290,7 @@ pub fn analyze_with(conv: &Conversation, embedding: Option<embed::EmbeddingAnaly
         tokens_per_s: conv.tokens_per_s,
         complete: conv.complete,
         origin: conv.origin.clone(),
-        legacy: legacy::score(conv),
+        legacy,
         detectors,
         metrics: PerSpeaker {
             assistant: metrics::speaker_metrics(&speaker_texts(Speaker::Assistant)),
@@ -283,8 +299,19 @@ pub fn analyze_with(conv: &Conversation, embedding: Option<embed::EmbeddingAnaly
         first_onset,
         message_lengths: conv.messages.iter().map(|m| m.text.chars().count()).collect(),
         message_speakers: conv.messages.iter().map(|m| m.speaker).collect(),
-        warnings: conv.warnings.clone(),
+        warnings: conv.warnings.iter().cloned().chain(legacy_warning).collect(),
         embedding,
         judge: None,
     }
+}
+
+/// The warning for a loop score that stopped at its work bound.
+fn legacy_warning(score: &LegacyScore) -> Option<String> {
+    (!score.complete).then(|| {
+        format!(
+            "loop score: stopped at its bound of {} words counted (the original recounts the whole text after \
+             every removed run, and this text has too many), so loop_score and loop_density are lower bounds",
+            legacy::WORK_LIMIT
+        )
+    })
 }

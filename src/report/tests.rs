@@ -76,6 +76,7 @@ fn item(source: &str, penalty: f64, texts: &[&str], density: f64, onset: Option<
             responses: lengths.len(),
             response_lengths: lengths,
             top_ngrams: vec![],
+            complete: true,
         },
         detectors,
         metrics: PerSpeaker::default(),
