@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Peak resident memory (GNU time's "Maximum resident set size") of `parrot analyze` and `parrot report` on two
 # generated parrot transcripts (issue #15: memory bounded by design, at most 1 GiB each):
-#   big   — one transcript of about 200 MB (20,000 turns of about 10 kB, a loop now and then);
+#   big   — one transcript of about 200 MB (24,000 turns of about 8.5 kB, over a 26-word vocabulary: the worst case
+#           for the loop score, which stops at its work bound there; a loop now and then);
 #   long  — one conversation of 100,000 messages (about 200 bytes each).
 # The inputs are generated into a temporary folder and removed afterwards; nothing is committed.
 #
@@ -57,7 +58,7 @@ def write(path, turns, size):
                             "assistant": totals(turns, so_far), "user": totals(turns, so_far)}) + "\n")
 import os
 os.makedirs(f"{out}/big"); os.makedirs(f"{out}/long")
-write(f"{out}/big/conversation-000.jsonl", 20_000, 10_000)
+write(f"{out}/big/conversation-000.jsonl", 24_000, 10_000)
 write(f"{out}/long/conversation-000.jsonl", 100_000, 200)
 PY
 

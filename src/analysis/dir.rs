@@ -32,8 +32,9 @@ use super::{analyze, formats, legacy, Conversation, ConversationAnalysis, Format
 
 /// Version of the analysis algorithms and of the saved analysis; bump it when any number they produce or any field
 /// saved changes, so saved analyses go stale. (2: every conversation records its [`super::Origin`]; 3: the
-/// `recurring_tail` detector, marker-less logs, `warnings` and `embedding`.)
-pub const ANALYSIS_VERSION: u32 = 3;
+/// `recurring_tail` detector, marker-less logs, `warnings` and `embedding`; 4: the loop score's work bound,
+/// `legacy.complete`, and paraphrase loops contrasted with the other speaker's turns.)
+pub const ANALYSIS_VERSION: u32 = 4;
 /// Name of the saved analysis inside a run folder.
 pub const SAVED_NAME: &str = "analysis.json";
 /// The [`DirAnalysis::written_by`] of every `analysis.json` parrot writes: only a file carrying it is replaced.
