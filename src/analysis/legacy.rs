@@ -25,8 +25,9 @@
 //! very many repeated runs (a long transcript over a small vocabulary) would need millions of recounts. So counting
 //! stops once [`WORK_LIMIT`] words have been counted over all recounts (the binary search's included); the runs
 //! removed until then are kept — they are the full result's first removals, so the score is a lower bound — and
-//! [`LoopRuns::complete`] says so (`analyze` warns). Measured: about a minute (`scripts/bench-memory.sh`, a
-//! 200 MB transcript over a 26-word vocabulary); no real log comes near it (500 recounts of a 1 M-word text).
+//! [`LoopRuns::complete`] says so (`analyze` warns). Measured: the loop score of `scripts/bench-memory.sh`'s 200 MB
+//! transcript (a 26-word vocabulary, the worst case) stops there after 110 s on a 2-core machine; no real log comes
+//! near it (it allows 500 recounts of a 1 M-word text).
 //!
 //! Its memory is bounded by design (issue #15): the joined text is held once (no copy), a word costs 12 bytes (a
 //! `u32` start and its hash; the end is the next start), and windows are counted in passes of at most
