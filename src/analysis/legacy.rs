@@ -709,7 +709,7 @@ mod tests {
             let len = (next() % 120) as usize;
             let mut words: Vec<&str> = Vec::new();
             while words.len() < len {
-                if next() % 3 == 0 && words.len() > 8 {
+                if next().is_multiple_of(3) && words.len() > 8 {
                     let start = (next() as usize) % (words.len() - 4);
                     let l = 4 + (next() as usize) % (words.len() - start - 3);
                     let copy: Vec<&str> = words[start..start + l].to_vec();
