@@ -3,7 +3,7 @@
 //! content words, so the lexical `semantic_repetition` misses it; its turns still mean the same thing.
 //!
 //! Pure: the vectors come from an [`Embedder`] (llama.cpp in-process, `backend::llama::LlamaEmbedder`), passed in.
-//! The method, measured on the labelled set `tests/fixtures/meaning/` (see `docs/detectors.md`):
+//! The method, measured on the two labelled sets named below (see `docs/detectors.md`):
 //! * every non-system message is embedded without its speaker-name prefix (inferred ones included), so a name
 //!   shared by all of a speaker's turns does not make them alike;
 //! * **anisotropy**: decoder-model embeddings all point into one narrow cone (raw cosines of unrelated turns are
@@ -50,9 +50,9 @@ pub const MIN_SIMILARITY: f32 = 0.3;
 pub const OTHER_SPEAKER_WEIGHT: f32 = 0.75;
 /// Stuck turns in a row needed to report a paraphrase loop.
 pub const MIN_RUN: usize = 3;
-/// The onset of a loop moves back over the turns just before its run whose centred cosine is still at least this:
-/// the first re-telling is often less alike than the later ones, because the turn it re-tells also holds other
-/// things.
+/// The onset of a loop moves back over the turns just before its run whose contrasted similarity is still at least
+/// this: the first re-telling is often less alike than the later ones, because the turn it re-tells also holds
+/// other things.
 pub const EXTEND_SIMILARITY: f32 = 0.0;
 /// How the vectors are corrected before comparing them (recorded in the output).
 pub const CORRECTION: &str = "centred per conversation";
