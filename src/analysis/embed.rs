@@ -36,7 +36,7 @@ use std::fmt::Debug;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::detectors::{body, SpeakerView};
+use super::detectors::{body_with, Prefixes, SpeakerView};
 use super::{Conversation, Detection, Evidence, PerSpeaker};
 use crate::transcript::Speaker;
 
@@ -87,9 +87,12 @@ pub struct EmbeddingAnalysis {
 /// system messages. Prefixes are inferred as [`super::analyze`] does.
 #[must_use]
 pub fn texts(conv: &Conversation) -> Vec<Option<String>> {
-    let inferred = super::speakers::with_inferred_prefixes(conv);
-    let conv = inferred.as_ref().unwrap_or(conv);
-    conv.messages.iter().map(|m| (m.speaker != Speaker::System).then(|| body(conv, m).trim().to_string())).collect()
+    let inferred = super::speakers::inferred_prefixes(conv);
+    let prefixes = Prefixes::or_inferred(conv, &inferred);
+    conv.messages
+        .iter()
+        .map(|m| (m.speaker != Speaker::System).then(|| body_with(prefixes, m).trim().to_string()))
+        .collect()
 }
 
 /// Embeds a conversation's messages: one vector per message, `None` for system messages.

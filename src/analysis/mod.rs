@@ -255,11 +255,8 @@ pub fn analyze(conv: &Conversation) -> ConversationAnalysis {
 pub fn analyze_with(conv: &Conversation, embedding: Option<embed::EmbeddingAnalysis>) -> ConversationAnalysis {
     // Speaker names inferred where the format records none are used exactly as configured ones (without copying
     // the conversation); the original's score (`legacy`) keeps reading the conversation as its analyzer did.
-    let (agent, user) = speakers::inferred_prefixes(conv);
-    let prefixes = detectors::Prefixes {
-        agent: conv.agent_prefix.as_deref().or(agent.as_deref()),
-        user: conv.user_prefix.as_deref().or(user.as_deref()),
-    };
+    let inferred = speakers::inferred_prefixes(conv);
+    let prefixes = detectors::Prefixes::or_inferred(conv, &inferred);
     let mut detectors = detectors::run_all_with(conv, prefixes);
     if let (Some(e), Some(d)) = (&embedding, detectors.get_mut("semantic_repetition")) {
         embed::merge_into(d, &e.detection);

@@ -54,20 +54,6 @@ pub fn inferred_prefixes(conv: &Conversation) -> (Option<String>, Option<String>
     (agent, user)
 }
 
-/// `conv` with each missing speaker prefix inferred; `None` when nothing was inferred (use `conv` as it is). This
-/// copies the conversation; [`inferred_prefixes`] with [`super::detectors::Prefixes`] does not.
-#[must_use]
-pub fn with_inferred_prefixes(conv: &Conversation) -> Option<Conversation> {
-    let (agent, user) = inferred_prefixes(conv);
-    if agent.is_none() && user.is_none() {
-        return None;
-    }
-    let mut out = conv.clone();
-    out.agent_prefix = out.agent_prefix.or(agent);
-    out.user_prefix = out.user_prefix.or(user);
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

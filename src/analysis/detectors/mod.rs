@@ -147,6 +147,16 @@ impl<'p> Prefixes<'p> {
     pub fn of(conv: &'p Conversation) -> Self {
         Prefixes { agent: conv.agent_prefix.as_deref(), user: conv.user_prefix.as_deref() }
     }
+
+    /// The prefixes a conversation records, and `inferred` ones
+    /// ([`crate::analysis::speakers::inferred_prefixes`]: assistant, user) where it records none.
+    #[must_use]
+    pub fn or_inferred(conv: &'p Conversation, inferred: &'p (Option<String>, Option<String>)) -> Self {
+        Prefixes {
+            agent: conv.agent_prefix.as_deref().or(inferred.0.as_deref()),
+            user: conv.user_prefix.as_deref().or(inferred.1.as_deref()),
+        }
+    }
 }
 
 /// The text of a message after its speaker-name prefix.
