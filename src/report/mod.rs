@@ -550,8 +550,11 @@ fn figures(sets: &[RunSet], split: bool, overview: &Overview, shown: &[String]) 
         .collect();
     rows.push(ForestRow {
         name: "any".into(),
-        values: (0..overview.confs.len())
-            .map(|i| whisker(overview.confs[i].broken.interval, overview.significant(i, confidence::ANY)))
+        values: overview
+            .confs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| whisker(c.broken.interval, overview.significant(i, confidence::ANY)))
             .collect(),
     });
     let significant = |i: usize| {

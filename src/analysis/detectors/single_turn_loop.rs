@@ -1,10 +1,10 @@
 //! `single_turn_loop`: the speakers are stuck saying the same thing to each other in alternating turns.
 //!
-//! A turn is looping when its character shingles ([`super::similarity`], computed by [`SpeakerView::new`]) are (almost) all contained in the speaker's previous turn or in
-//! the other speaker's message just before it (both characters saying the same lines). The overlap coefficient is
-//! used, not Jaccard, so that a turn that repeats the previous one and glues a token on (`remarquer` →
-//! `remarquerurusan`) still counts. It is reported only when at least [`MIN_RUN`] turns in a row loop, so a
-//! greeting repeated once is not a loop.
+//! A turn is looping when its character shingles ([`super::similarity`], computed by [`SpeakerView::new`]) are
+//! (almost) all contained in the speaker's previous turn or in the other speaker's message just before it (both
+//! characters saying the same lines). The overlap coefficient is used, not Jaccard, so that a turn that repeats the
+//! previous one and glues a token on (`remarquer` → `remarquerurusan`) still counts. It is reported only when at
+//! least [`MIN_RUN`] turns in a row loop, so a greeting repeated once is not a loop.
 
 use super::{runs, SpeakerView};
 use crate::analysis::Detection;
