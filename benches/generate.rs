@@ -53,6 +53,11 @@ fn prompt_text() -> String {
 
 /// The bare loop: decode the prompt in one batch, then greedy-decode `GEN_TOKENS` tokens, ignoring EOS.
 fn raw(path: &Path, prompt: &str) -> (f64, f64, usize) {
+    raw_tokens(path, prompt, usize::MAX)
+}
+
+/// [`raw`] on the first `n` tokens of `prompt` (repeated as often as it takes).
+fn raw_tokens(path: &Path, prompt: &str, n: usize) -> (f64, f64, usize) {
     let b = backend(0).unwrap();
     let model = LlamaModel::load_from_file(b, path, &LlamaModelParams::default().with_n_gpu_layers(999)).unwrap();
     let params = LlamaContextParams::default()
@@ -62,7 +67,14 @@ fn raw(path: &Path, prompt: &str) -> (f64, f64, usize) {
         .with_n_threads(threads())
         .with_n_threads_batch(threads());
     let mut ctx = model.new_context(b, params).unwrap();
-    let tokens = model.vocab().tokenize(prompt.as_bytes(), true, false);
+    let mut tokens = model.vocab().tokenize(prompt.as_bytes(), true, false);
+    if n != usize::MAX {
+        let once = tokens.clone();
+        while tokens.len() < n {
+            tokens.extend_from_slice(&once[1..]);
+        }
+        tokens.truncate(n);
+    }
     let mut prompt_rates = Vec::new();
     let mut gen_rates = Vec::new();
     for _ in 0..RUNS {
@@ -194,11 +206,16 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-struct Quiet;
-impl Sink for Quiet {
+/// The assistant's turns of a conversation: (prompt tokens, generated tokens, generation ms).
+#[derive(Default)]
+struct AssistantTurns(Vec<(u32, u32, f64)>);
+impl Sink for AssistantTurns {
     fn turn_started(&mut self, _: Speaker, _: &str) {}
     fn piece(&mut self, _: Speaker, _: &str) {}
-    fn turn(&mut self, _: &TurnRecord) -> anyhow::Result<()> {
+    fn turn(&mut self, t: &TurnRecord) -> anyhow::Result<()> {
+        if let (Speaker::Assistant, Some(timings)) = (t.speaker, &t.timings) {
+            self.0.push((t.prompt_tokens, t.tokens, timings.generation_ms));
+        }
         Ok(())
     }
 }
@@ -216,24 +233,43 @@ fn main() {
     assert!(!models.is_empty(), "PARROT_BENCH_MODELS names none of gemma3-270m, smollm2-135m");
     assert!(models.iter().all(|(_, p)| p.is_file()), "run scripts/fetch-test-models.sh first");
     let prompt = prompt_text();
+    // `cargo bench --bench generate -- conversation` runs that part only (also: single, parallel).
+    let parts: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let part = |name: &str| parts.is_empty() || parts.iter().any(|p| p == name);
+    if part("single") {
+        single(&models, &prompt);
+    }
+    if part("parallel") {
+        parallel(&models);
+    }
+    if part("conversation") {
+        conversation(&models, &prompt);
+    }
+}
+
+/// Prompt and generation speed of one sequence: parrot's backend against the bare loop.
+fn single(models: &[(&str, PathBuf)], prompt: &str) {
     println!("threads {}, n_ctx {N_CTX}, {GEN_TOKENS} generated tokens, median of {RUNS} runs", threads());
     println!(
         "{:<12} {:>10} {:>14} {:>14} {:>12} {:>12}",
         "model", "prompt tok", "raw prompt t/s", "parrot prompt", "raw gen t/s", "parrot gen"
     );
-    for (name, path) in &models {
-        let (rp, rg, n) = raw(path, &prompt);
-        let (pp, pg, generated) = parrot_role(path, &prompt);
+    for (name, path) in models {
+        let (rp, rg, n) = raw(path, prompt);
+        let (pp, pg, generated) = parrot_role(path, prompt);
         println!(
             "{name:<12} {n:>10} {rp:>14.1} {pp:>9.1} ({:>3.0}%) {rg:>12.1} {pg:>7.1} ({:>3.0}%)  [parrot generated {generated}]",
             100.0 * pp / rp,
             100.0 * pg / rg
         );
     }
+}
 
+/// Aggregate generation speed of P sequences stepped together: parrot's engine against the bare batched loop.
+fn parallel(models: &[(&str, PathBuf)]) {
     let short = "Skye smiled at Mark across the table and said";
     println!("\nparallel generation ({PAR_TOKENS} tokens per sequence, greedy), aggregate tok/s, median of {RUNS}");
-    for (name, path) in &models {
+    for (name, path) in models {
         let mut base = (0.0, 0.0);
         for p in [1usize, 2, 4, 8] {
             let raw = median((0..RUNS).map(|_| raw_parallel(path, short, p)).collect());
@@ -250,7 +286,11 @@ fn main() {
         }
     }
     println!("peak RSS after the P=8 runs: {:.0} MiB", peak_rss_mib());
+}
 
+/// Whole conversations of the built-in scenario, with its sampler: wall time, and the assistant's generation speed
+/// against the bare greedy loop at the same context length.
+fn conversation(models: &[(&str, PathBuf)], prompt: &str) {
     let mut config = Config::from_str(parrot::settings::DEFAULT_CONFIG, Syntax::Toml, "date.toml").unwrap();
     config.total_tokens = 1024;
     config.turn_max_tokens = 128;
@@ -261,26 +301,48 @@ fn main() {
         ..LoadOptions::default()
     };
     let (assistant, user) = (&models[0], models.last().unwrap_or(&models[0]));
-    let mut a = LlamaBackend::load(&assistant.1, &opts(4096)).unwrap();
-    let mut u = LlamaBackend::load(&user.1, &opts(2048)).unwrap();
-    let cancel = AtomicBool::new(false);
-    let mut walls = Vec::new();
-    let mut turns = 0;
-    for seed in 0..RUNS as u32 {
-        a.reset();
-        u.reset();
-        let t = Instant::now();
-        let s =
-            run_conversation(&config, &mut Roles { assistant: &mut a, user: &mut u }, seed, &[], &mut Quiet, &cancel)
-                .unwrap();
-        walls.push(t.elapsed().as_secs_f64());
-        turns = s.messages;
-        assert_eq!(s.total_tokens, 1024);
+    // Twice: every sampler stage llama.cpp's (`PARROT_LLAMA_SAMPLERS`, read when a model loads), then with
+    // parrot's penalties and top-p cut (src/backend/sampling.rs). The same seeds give the same conversations.
+    for (label, llama_only) in [("llama.cpp's sampler stages", true), ("parrot's penalties and top-p", false)] {
+        if llama_only {
+            std::env::set_var("PARROT_LLAMA_SAMPLERS", "1");
+        } else {
+            std::env::remove_var("PARROT_LLAMA_SAMPLERS");
+        }
+        let mut a = LlamaBackend::load(&assistant.1, &opts(4096)).unwrap();
+        let mut u = LlamaBackend::load(&user.1, &opts(2048)).unwrap();
+        let cancel = AtomicBool::new(false);
+        let mut walls = Vec::new();
+        let mut turns = 0;
+        let mut sink = AssistantTurns::default();
+        for seed in 0..RUNS as u32 {
+            a.reset();
+            u.reset();
+            let t = Instant::now();
+            let roles = &mut Roles { assistant: &mut a, user: &mut u };
+            let s = run_conversation(&config, roles, seed, &[], &mut sink, &cancel).unwrap();
+            walls.push(t.elapsed().as_secs_f64());
+            turns = s.messages;
+            assert_eq!(s.total_tokens, 1024);
+        }
+        drop((a, u));
+        // The assistant's generation speed over all its turns, and the context it generated at: each token at
+        // its own position, averaged over the tokens.
+        let tokens: u32 = sink.0.iter().map(|t| t.1).sum();
+        let ms: f64 = sink.0.iter().map(|t| t.2).sum();
+        let at: f64 = sink.0.iter().map(|t| f64::from(t.1) * (f64::from(t.0) + f64::from(t.1) / 2.0)).sum();
+        let (rate, mean_ctx) = (f64::from(tokens) * 1000.0 / ms, at / f64::from(tokens));
+        // The bare greedy loop generating around the same position: a prompt GEN_TOKENS / 2 shorter.
+        let at_prompt = (mean_ctx as usize).saturating_sub(GEN_TOKENS as usize / 2).max(1);
+        let (_, bare, _) = raw_tokens(&assistant.1, prompt, at_prompt);
+        println!(
+            "whole conversation ({label}; date scenario, 1024 tokens, {turns} messages, {} assistant + {} user): \
+             median wall {:.2} s; assistant generation {rate:.1} tok/s at a mean context of {mean_ctx:.0} tokens, \
+             bare greedy loop there {bare:.1} tok/s: {:.0}%",
+            assistant.0,
+            user.0,
+            median(walls),
+            100.0 * rate / bare
+        );
     }
-    println!(
-        "whole conversation (date scenario, 1024 tokens, {turns} messages, {} assistant + {} user): median wall {:.2} s",
-        assistant.0,
-        user.0,
-        median(walls)
-    );
 }

@@ -37,7 +37,7 @@ use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::DecodeError;
 
-use super::sampling::{Penalties, TurnSampler};
+use super::sampling::{Penalties, Scratch, TopP, TurnSampler, TurnSamplerBuilder};
 use super::stream::StopStream;
 use super::{Backend, GenRequest, Generation, Interrupted};
 use crate::chat_template::{self, ChatMessage, ChatTemplate};
@@ -120,11 +120,11 @@ pub struct LlamaBackend {
     batch: LlamaBatch<'static>,
     /// Context size of one sequence.
     n_ctx: u32,
-    /// The candidate array sampling reuses every step (one per model: jobs sample one after another).
-    scratch: Vec<llama_cpp_2::token::data::LlamaTokenData>,
-    /// Whether the repeat penalties are parrot's sparse ones where they give the same tokens (see
-    /// [`super::sampling`]); off only to compare against llama.cpp's own stage.
-    sparse_penalties: bool,
+    /// The candidate arrays sampling reuses every step (one per model: jobs sample one after another).
+    scratch: Scratch,
+    /// Whether parrot applies the repeat penalties and the top-p cut where they give the same tokens (see
+    /// [`super::sampling`]); off only to compare against llama.cpp's own stages.
+    parrot_stages: bool,
 }
 
 /// One turn being generated on one sequence of a [`LlamaBackend`]'s context. Created by [`LlamaBackend::begin`],
@@ -244,8 +244,8 @@ impl LlamaBackend {
             record,
             cached: vec![Vec::new(); n_seq as usize],
             batch: LlamaBatch::new(N_BATCH as usize, 1),
-            scratch: Vec::new(),
-            sparse_penalties: std::env::var_os("PARROT_DENSE_PENALTIES").is_none(),
+            scratch: Scratch::default(),
+            parrot_stages: std::env::var_os("PARROT_LLAMA_SAMPLERS").is_none(),
         })
     }
 
@@ -264,8 +264,7 @@ impl LlamaBackend {
     fn build_sampler(&self, cfg: &SamplerConfig, seed: u32) -> TurnSampler {
         let n_vocab = self.model.n_vocab();
         let whole = |n: i32| super::sampling::window(n, self.n_ctx);
-        let mut chain = Vec::new();
-        let mut sparse = None;
+        let mut chain = TurnSamplerBuilder::default();
         let mirostat = cfg.mirostat == 2;
         for stage in &cfg.samplers {
             match stage {
@@ -273,12 +272,12 @@ impl LlamaBackend {
                     let active =
                         cfg.repeat_penalty != 1.0 || cfg.frequency_penalty != 0.0 || cfg.presence_penalty != 0.0;
                     let repeat_only = cfg.frequency_penalty == 0.0 && cfg.presence_penalty == 0.0;
-                    if active && cfg.repeat_last_n != 0 && repeat_only && chain.is_empty() && self.sparse_penalties {
+                    if active && cfg.repeat_last_n != 0 && repeat_only && chain.is_empty() && self.parrot_stages {
                         // The first stage, on an array still in token-id order: parrot's (see `super::sampling`).
                         let last_n = usize::try_from(whole(cfg.repeat_last_n)).unwrap_or(usize::MAX);
-                        sparse = Some(Penalties::new(last_n, cfg.repeat_penalty as f32));
+                        chain.penalties(Penalties::new(last_n, cfg.repeat_penalty as f32));
                     } else if active && cfg.repeat_last_n != 0 {
-                        chain.push(LlamaSampler::penalties(
+                        chain.llama(LlamaSampler::penalties(
                             n_vocab,
                             whole(cfg.repeat_last_n),
                             cfg.repeat_penalty as f32,
@@ -287,7 +286,7 @@ impl LlamaBackend {
                         ));
                     }
                 }
-                SamplerStage::Dry if cfg.dry_multiplier > 0.0 => chain.push(LlamaSampler::dry(
+                SamplerStage::Dry if cfg.dry_multiplier > 0.0 => chain.llama(LlamaSampler::dry(
                     self.model,
                     cfg.dry_multiplier as f32,
                     cfg.dry_base as f32,
@@ -297,34 +296,33 @@ impl LlamaBackend {
                 )),
                 // Mirostat replaces the truncation samplers and temperature, as in llama.cpp's common sampler.
                 _ if mirostat => {}
-                SamplerStage::TopK if cfg.top_k > 0 => chain.push(LlamaSampler::top_k(cfg.top_k)),
+                SamplerStage::TopK if cfg.top_k > 0 => chain.llama(LlamaSampler::top_k(cfg.top_k)),
                 SamplerStage::TypicalP if cfg.typical_p < 1.0 => {
-                    chain.push(LlamaSampler::typical(cfg.typical_p as f32, 1))
+                    chain.llama(LlamaSampler::typical(cfg.typical_p as f32, 1))
                 }
-                SamplerStage::TopP if cfg.top_p < 1.0 => chain.push(LlamaSampler::top_p(cfg.top_p as f32, 1)),
-                SamplerStage::MinP if cfg.min_p > 0.0 => chain.push(LlamaSampler::min_p(cfg.min_p as f32, 1)),
+                SamplerStage::TopP if cfg.top_p < 1.0 && self.parrot_stages => {
+                    chain.top_p(TopP::new(cfg.top_p as f32, 1))
+                }
+                SamplerStage::TopP if cfg.top_p < 1.0 => chain.llama(LlamaSampler::top_p(cfg.top_p as f32, 1)),
+                SamplerStage::MinP if cfg.min_p > 0.0 => chain.llama(LlamaSampler::min_p(cfg.min_p as f32, 1)),
                 SamplerStage::Xtc if cfg.xtc_probability > 0.0 => {
-                    chain.push(LlamaSampler::xtc(cfg.xtc_probability as f32, cfg.xtc_threshold as f32, 1, seed));
+                    chain.llama(LlamaSampler::xtc(cfg.xtc_probability as f32, cfg.xtc_threshold as f32, 1, seed));
                 }
                 SamplerStage::Temperature if cfg.temperature > 0.0 => {
-                    chain.push(LlamaSampler::temp(cfg.temperature as f32))
+                    chain.llama(LlamaSampler::temp(cfg.temperature as f32))
                 }
                 _ => {}
             }
         }
         if mirostat {
-            chain.push(LlamaSampler::temp(cfg.temperature as f32));
-            chain.push(LlamaSampler::mirostat_v2(seed, cfg.mirostat_tau as f32, cfg.mirostat_eta as f32));
+            chain.llama(LlamaSampler::temp(cfg.temperature as f32));
+            chain.llama(LlamaSampler::mirostat_v2(seed, cfg.mirostat_tau as f32, cfg.mirostat_eta as f32));
         } else if cfg.temperature <= 0.0 {
-            chain.push(LlamaSampler::greedy());
+            chain.llama(LlamaSampler::greedy());
         } else {
-            chain.push(LlamaSampler::dist(seed));
+            chain.llama(LlamaSampler::dist(seed));
         }
-        let chain = LlamaSampler::chain_simple(chain);
-        match sparse {
-            Some(penalties) => TurnSampler::with_penalties(penalties, chain),
-            None => TurnSampler::llama(chain),
-        }
+        chain.build()
     }
 
     /// Keeps the part of sequence `seq`'s cache shared with `tokens` and returns where evaluation must start.
@@ -674,11 +672,11 @@ mod tests {
     use crate::backend::{Backend, GenRequest};
     use crate::config::SamplerConfig;
 
-    /// The turns `model` generates for `prompts` with `cfg`, each from the same seed, with llama.cpp's penalties
-    /// stage (`sparse` false) or parrot's.
-    fn turns(model: &mut LlamaBackend, cfg: &SamplerConfig, sparse: bool, prompts: &[&str]) -> Vec<(String, u32)> {
-        model.sparse_penalties = sparse;
-        assert_eq!(model.build_sampler(cfg, 1).sparse(), sparse, "the path under test is the one taken");
+    /// The turns `model` generates for `prompts` with `cfg`, each from the same seed, with every sampler stage
+    /// llama.cpp's (`parrot` empty) or with the stages `parrot` names done by parrot.
+    fn turns(model: &mut LlamaBackend, cfg: &SamplerConfig, parrot: &[&str], prompts: &[&str]) -> Vec<(String, u32)> {
+        model.parrot_stages = !parrot.is_empty();
+        assert_eq!(model.build_sampler(cfg, 1).parrot_stages(), parrot, "the path under test is the one taken");
         let cancel = std::sync::atomic::AtomicBool::new(false);
         prompts
             .iter()
@@ -691,8 +689,10 @@ mod tests {
             .collect()
     }
 
+    /// #12: parrot's penalties and top-p cut (see `super::super::sampling`) sample the same tokens as llama.cpp's
+    /// chain, step after step of the real model.
     #[test]
-    fn sparse_penalties_sample_the_same_tokens_as_llama_cpp() {
+    fn parrot_stages_sample_the_same_tokens_as_llama_cpp() {
         // The real Gemma 3 model (262,144 tokens), as scripts/fetch-test-models.sh installs it.
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".models/gemma-3-270m-q4_k_m.gguf");
         let opts = LoadOptions {
@@ -706,8 +706,8 @@ mod tests {
         };
         let mut model = LlamaBackend::load(&path, &opts).unwrap();
         let prompts = ["Skye: Hello! I am so happy to see you again. Tell me about", "Once upon a time, the"];
-        // The built-in scenario's sampler (the original tool's), and a strong penalty over a short window that
-        // slides many times within one turn.
+        // The built-in scenario's sampler (the original tool's): parrot's penalties and top-p, then llama.cpp's
+        // min-p, temperature and draw.
         let date = SamplerConfig {
             temperature: 0.87,
             top_k: 0,
@@ -718,10 +718,16 @@ mod tests {
             stop: Vec::new(),
             ..SamplerConfig::default()
         };
+        // A strong penalty over a short window that slides many times within one turn; top-k sorts the array
+        // first, so the top-p step is llama.cpp's.
         let strong = SamplerConfig { repeat_penalty: 1.6, repeat_last_n: 16, top_k: 40, min_p: 0.0, ..date.clone() };
-        for cfg in [&date, &strong] {
-            let reference = turns(&mut model, cfg, false, &prompts);
-            let ours = turns(&mut model, cfg, true, &prompts);
+        // No penalty, a wide nucleus and a hot draw: hundreds to thousands of tokens kept every step.
+        let wide = SamplerConfig { repeat_penalty: 1.0, top_p: 0.98, min_p: 0.0, temperature: 1.5, ..date.clone() };
+        for (cfg, parrot) in
+            [(&date, &["penalties", "top_p"][..]), (&strong, &["penalties", "top_p"]), (&wide, &["top_p"])]
+        {
+            let reference = turns(&mut model, cfg, &[], &prompts);
+            let ours = turns(&mut model, cfg, parrot, &prompts);
             assert!(reference.iter().all(|(_, n)| *n > 80), "turns long enough to compare: {reference:?}");
             assert_eq!(ours, reference, "with {cfg:?}");
         }
